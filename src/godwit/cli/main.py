@@ -1,0 +1,129 @@
+"""The `godwit` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from godwit import __version__
+from godwit.cli import replicate_cmd, server_cmd
+from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, out, print_json, project_from
+from godwit.errors import GodwitError
+
+app = typer.Typer(
+    name="godwit",
+    help="Replicate servers' disks into a cache store, keep replica disks, and migrate them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(server_cmd.app, name="server")
+app.add_typer(replicate_cmd.app, name="replicate")
+
+
+def _optional_subapps() -> None:
+    """Sub-commands whose modules may be absent in a partial install are added when present."""
+    from importlib import import_module
+
+    for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
+                         ("godwit.cli.migrate_cmd", "migrate")):
+        try:
+            mod = import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app.add_typer(mod.app, name=name)
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(app)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens, per server and disk.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from godwit.azure_auth import install_log_redaction
+
+        install_log_redaction()
+    except ImportError:
+        pass
+
+
+@app.command()
+@guarded
+def version() -> None:
+    """Print godwit's version."""
+    out.print(__version__)
+
+
+@app.command()
+@guarded
+def init(
+    path: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+    name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
+) -> None:
+    """Create a project: godwit.toml, the state database, cache/ and replicas/."""
+    from godwit.project import init as init_project
+
+    project = init_project(path, name)
+    project.close()
+    out.print(f"created project [bold]{project.config.name}[/] in {project.root}")
+
+
+@app.command()
+@guarded
+def events(
+    server: Annotated[str | None, typer.Argument(help="Only this server's events.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 30,
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the event log (cycles committed, errors, warnings)."""
+    from datetime import datetime
+
+    with project_from(project) as p:
+        rows = p.db.events(server, limit)
+    if json_:
+        print_json(rows)
+        return
+    table = Table("time", "level", "server", "cycle", "message")
+    for r in rows:
+        table.add_row(datetime.fromtimestamp(r["ts"]).strftime("%Y-%m-%d %H:%M:%S"), r["level"],
+                      r["server"] or "", str(r["cycle"] or ""), r["message"])
+    out.print(table)
+
+
+@app.command()
+@guarded
+def demo(
+    path: Annotated[Path, typer.Option(help="Folder for the demo project and its sample server.")] = Path(
+        "demo-project"),
+    cycles: Annotated[int, typer.Option(help="Delta cycles with file changes between them.")] = 4,
+) -> None:
+    """Run the whole story on a generated sample server, with a summary at the end."""
+    from godwit.demo import run_demo
+
+    raise typer.Exit(run_demo(path, cycles=cycles))
+
+
+_optional_subapps()
+
+
+def main() -> None:
+    try:
+        app()
+    except GodwitError as exc:  # raised outside a command's own handler
+        err.print(f"godwit: error: {exc.message}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("godwit: interrupted")
+        sys.exit(130)

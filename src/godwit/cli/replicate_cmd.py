@@ -1,0 +1,172 @@
+"""`godwit replicate`: start, cycle, run, stop, status."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from godwit import replication
+from godwit.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    err,
+    guarded,
+    human_age,
+    human_bytes,
+    out,
+    print_json,
+    project_from,
+)
+from godwit.cli.progress import disk_progress
+from godwit.cycle.engine import CycleResult
+from godwit.errors import GodwitError
+
+app = typer.Typer(help="Replication: initial and delta cycles into the cache store.", no_args_is_help=True)
+
+MaxMbps = Annotated[float | None, typer.Option("--max-mbps", help="Cap the data plane (megabits per second), "
+                                                                  "overriding the configured schedule.")]
+
+
+def _say(res: CycleResult, json_: bool) -> None:
+    if json_:
+        print_json({**asdict(res), "bottleneck": res.bottleneck})
+        return
+    for w in res.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    rate = res.bytes_read / res.t_wall / 1e6 if res.t_wall else 0.0
+    resumed = f", resumed ({res.packs_reused} pack(s) already stored)" if res.resumed else ""
+    out.print(f"{res.server}: cycle {res.number} ({res.kind}) committed{resumed}: read {human_bytes(res.bytes_read)}, "
+              f"changed {human_bytes(res.bytes_changed)}, sent {human_bytes(res.bytes_sent)} in "
+              f"{res.t_wall:.1f}s ({rate:.0f} MB/s read), consistency {res.consistency}, "
+              f"bottleneck: {res.bottleneck}")
+
+
+def _limit(p: object, max_mbps: float | None) -> None:
+    if max_mbps is not None:
+        if max_mbps <= 0:
+            from godwit.errors import UsageError
+
+            raise UsageError("--max-mbps must be positive")
+        p.max_mbps_override = max_mbps  # type: ignore[attr-defined]
+
+
+@app.command()
+@guarded
+def start(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
+    """Enable replication of NAME and run its initial cycle."""
+    with project_from(project) as p, disk_progress(f"{name} initial", not json_) as prog:
+        _limit(p, max_mbps)
+        res = replication.start(p, name, progress=prog)
+    if res is None:
+        out.print(f"replication of {name} enabled (already has committed cycles)")
+    else:
+        _say(res, json_)
+
+
+@app.command()
+@guarded
+def cycle(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
+    """Run one delta cycle of NAME now (resumes an interrupted cycle first)."""
+    with project_from(project) as p, disk_progress(f"{name} delta", not json_) as prog:
+        _limit(p, max_mbps)
+        res = replication.cycle(p, name, progress=prog)
+    _say(res, json_)
+
+
+@app.command()
+@guarded
+def stop(name: str, project: ProjectOpt = None) -> None:
+    """Stop replicating NAME (committed cycles and replicas are kept)."""
+    with project_from(project) as p:
+        replication.stop(p, name)
+    out.print(f"replication of {name} stopped")
+
+
+@app.command()
+@guarded
+def run(
+    interval: Annotated[float | None, typer.Option(help="Seconds between cycles of a server "
+                                                        "(default: replication.interval_seconds).")] = None,
+    once: Annotated[bool, typer.Option(help="One round over every enabled server, then exit.")] = False,
+    project: ProjectOpt = None,
+    max_mbps: MaxMbps = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The appliance loop: cycles for every enabled server, and the mover when the project is local."""
+    with project_from(project) as p:
+        _limit(p, max_mbps)
+
+        def on_error(server: str, exc: GodwitError) -> None:
+            err.print(f"[red]{server}: error:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+
+        report = replication.run_loop(
+            p, interval=interval, once=once,
+            progress_for=None if json_ else (lambda s: disk_progress(f"{s}", True)),
+            on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error)
+    if json_:
+        print_json({"cycles": [asdict(c) for c in report.cycles], "applied": report.applied,
+                    "errors": [{"server": s, "error": e.message} for s, e in report.errors]})
+    if report.errors:
+        raise typer.Exit(max(e.exit_code for _, e in report.errors))
+
+
+@app.command()
+@guarded
+def status(name: Annotated[str | None, typer.Argument()] = None, project: ProjectOpt = None,
+           json_: JsonOpt = False) -> None:
+    """Per server and disk: state, last cycle, bytes, throughput, RPO and the bottleneck."""
+    with project_from(project) as p:
+        rows = replication.status(p, name)
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no servers yet")
+        return
+    table = Table("server", "disk", "state", "last cycle", "RPO", "read", "sent", "stored", "MB/s",
+                  "bottleneck", "recovery point")
+    for s in rows:
+        last = s["cycles"][-1] if s["cycles"] else None
+        for d in s["disks"]:
+            first = d["index"] == 0
+            tp = s["throughput_bps"]
+            table.add_row(
+                s["server"] if first else "", str(d["index"]), d["state"],
+                str(s["last_cycle"] or "-") + (f" (open: {s['open_cycle']})" if s["open_cycle"] else ""),
+                human_age(s["rpo_seconds"]), human_bytes(d["bytes_read"]), human_bytes(d["bytes_sent"]),
+                human_bytes(s["bytes_stored"]) if first else "", f"{tp / 1e6:.0f}" if tp and first else "",
+                (last["bottleneck"] if last else "-") if first else "",
+                str(s["latest_recovery_point"] or "-") if first else "")
+    out.print(table)
+    for s in rows:
+        if s["error"]:
+            err.print(f"[red]{s['server']}:[/] {s['error']}")
+        if s["cycles"]:
+            c = s["cycles"][-1]
+            out.print(f"{s['server']} cycle {c['number']}: read {c['t_read']:.2f}s, hash+compress "
+                      f"{c['t_cpu']:.2f}s, upload {c['t_upload']:.2f}s, throttled {c['t_throttle']:.2f}s, "
+                      f"wall {c['t_wall']:.2f}s, committed {human_age(time.time() - c['committed'])} ago"
+                      if c["committed"] else f"{s['server']} cycle {c['number']}: {c['state']}")
+
+
+@app.command()
+@guarded
+def check(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """Re-read NAME's committed cycles from the cache store and check every manifest and pack."""
+    from godwit.errors import CorruptObjectError
+
+    with project_from(project) as p:
+        rows = replication.check_cache(p, name)
+    if json_:
+        print_json(rows)
+    else:
+        for r in rows:
+            out.print(f"cycle {r['cycle']}: " + ("ok" if r["ok"] else f"[red]DAMAGED[/]: {r['error']}"))
+        if not rows:
+            out.print(f"{name}: no committed cycles waiting in the cache")
+    if any(not r["ok"] for r in rows):
+        raise typer.Exit(CorruptObjectError.exit_code)

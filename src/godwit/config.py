@@ -1,0 +1,219 @@
+"""godwit.toml: the project's configuration, validated once when the project opens.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Secrets never live
+here: credentials are named by reference (an environment variable or a file).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from godwit.errors import ConfigError
+
+HASH_ALGORITHMS = ("xxh3-128", "blake3")
+TRACKERS = ("scan",)
+
+
+def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    if key not in section:
+        return default
+    value = section.pop(key)
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                        "dict": "a table"}.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _no_leftovers(section: dict[str, Any], name: str) -> None:
+    if section:
+        keys = ", ".join(sorted(section))
+        raise ConfigError(f"unknown key(s) in [{name}]: {keys}", hint="see docs/configuration.md")
+
+
+@dataclass
+class CacheConfig:
+    kind: str = "local"
+    path: str = "cache"
+    pack_size_mib: int = 32
+    #: Kind-specific settings (for example Azure's account URL and credential reference),
+    #: validated by the store factory for that kind.
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ThrottleConfig:
+    max_mbps: float | None = None
+    schedule: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ReplicationConfig:
+    tracker: str = "scan"
+    block_size_kib: int = 64
+    hash: str = "xxh3-128"
+    compression_level: int = 1
+    upload_concurrency: int = 4
+    interval_seconds: int = 300
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+
+    @property
+    def block_size(self) -> int:
+        return self.block_size_kib * 1024
+
+
+@dataclass
+class ReplicaConfig:
+    kind: str = "local"
+    path: str = "replicas"
+    keep_recovery_points: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StateConfig:
+    url: str = ""  # empty: SQLite file state/godwit.db inside the project
+
+
+@dataclass
+class Config:
+    name: str = "godwit"
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    replicas: ReplicaConfig = field(default_factory=ReplicaConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    #: The state/gateway storage account (Azure's ``gwsa…``): kind-specific, validated by its user.
+    gateway: dict[str, Any] = field(default_factory=dict)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    cfg = Config()
+    project = data.pop("project", {})
+    if not isinstance(project, dict):
+        raise ConfigError("[project] must be a table")
+    cfg.name = _take(project, "project", "name", str, cfg.name)
+    fmt = _take(project, "project", "format", int, 1)
+    if fmt != 1:
+        raise ConfigError(f"godwit.toml format {fmt} is not supported by this godwit (it reads format 1)",
+                          hint="upgrade godwit")
+    _no_leftovers(project, "project")
+
+    cache = data.pop("cache", {})
+    c = cfg.cache
+    c.kind = _take(cache, "cache", "kind", str, c.kind)
+    if c.kind not in ("local", "azure"):
+        raise ConfigError(f"[cache] kind {c.kind!r} is unknown", hint='use "local" or "azure"')
+    c.path = _take(cache, "cache", "path", str, c.path)
+    c.pack_size_mib = _take(cache, "cache", "pack_size_mib", int, c.pack_size_mib)
+    if not 1 <= c.pack_size_mib <= 1024:
+        raise ConfigError("[cache] pack_size_mib must be between 1 and 1024")
+    c.options = cache  # the rest belongs to the store kind
+    if c.kind == "local":
+        _no_leftovers(cache, "cache")
+
+    rep = data.pop("replication", {})
+    r = cfg.replication
+    r.tracker = _take(rep, "replication", "tracker", str, r.tracker)
+    if r.tracker not in TRACKERS:
+        raise ConfigError(f"[replication] tracker {r.tracker!r} is unknown", hint=f"use one of {TRACKERS}")
+    r.block_size_kib = _take(rep, "replication", "block_size_kib", int, r.block_size_kib)
+    if r.block_size_kib < 4 or r.block_size_kib > 4096 or r.block_size_kib & (r.block_size_kib - 1):
+        raise ConfigError("[replication] block_size_kib must be a power of two from 4 to 4096")
+    r.hash = _take(rep, "replication", "hash", str, r.hash)
+    if r.hash not in HASH_ALGORITHMS:
+        raise ConfigError(f"[replication] hash {r.hash!r} is unknown", hint=f"use one of {HASH_ALGORITHMS}")
+    r.compression_level = _take(rep, "replication", "compression_level", int, r.compression_level)
+    if not -5 <= r.compression_level <= 19:
+        raise ConfigError("[replication] compression_level must be between -5 and 19 (zstd)")
+    r.upload_concurrency = _take(rep, "replication", "upload_concurrency", int, r.upload_concurrency)
+    if not 1 <= r.upload_concurrency <= 64:
+        raise ConfigError("[replication] upload_concurrency must be between 1 and 64")
+    r.interval_seconds = _take(rep, "replication", "interval_seconds", int, r.interval_seconds)
+    if r.interval_seconds < 1:
+        raise ConfigError("[replication] interval_seconds must be at least 1")
+    throttle = _take(rep, "replication", "throttle", dict, {})
+    t = r.throttle
+    t.max_mbps = _take(throttle, "replication.throttle", "max_mbps", (int, float), None)
+    t.schedule = _take(throttle, "replication.throttle", "schedule", dict, {})
+    _no_leftovers(throttle, "replication.throttle")
+    _no_leftovers(rep, "replication")
+    from godwit.stores.throttle import BandwidthSchedule
+
+    BandwidthSchedule.parse(t.max_mbps, t.schedule)  # validates
+
+    replicas = data.pop("replicas", {})
+    rp = cfg.replicas
+    rp.kind = _take(replicas, "replicas", "kind", str, rp.kind)
+    if rp.kind not in ("local", "azure"):
+        raise ConfigError(f"[replicas] kind {rp.kind!r} is unknown", hint='use "local" or "azure"')
+    rp.path = _take(replicas, "replicas", "path", str, rp.path)
+    rp.keep_recovery_points = _take(replicas, "replicas", "keep_recovery_points", int,
+                                    rp.keep_recovery_points)
+    if not 1 <= rp.keep_recovery_points <= 100:
+        raise ConfigError("[replicas] keep_recovery_points must be between 1 and 100")
+    rp.options = replicas
+    if rp.kind == "local":
+        _no_leftovers(replicas, "replicas")
+
+    state = data.pop("state", {})
+    cfg.state.url = _take(state, "state", "url", str, "")
+    _no_leftovers(state, "state")
+    cfg.gateway = data.pop("gateway", {})
+    if not isinstance(cfg.gateway, dict):
+        raise ConfigError("[gateway] must be a table")
+    _no_leftovers(data, "top level")
+    return cfg
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", hint="run `godwit init PATH` to create a project") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse(data)
+
+
+DEFAULT_TOML = """\
+# godwit project configuration. Every key is optional; the values shown are the defaults.
+[project]
+name = "{name}"
+format = 1
+
+[cache]
+kind = "local"          # "local" (a folder) or "azure" (a blob container)
+path = "cache"          # relative to the project folder
+pack_size_mib = 32      # target size of a pack object
+
+[replication]
+tracker = "scan"        # change tracking: "scan" (re-hash blocks)
+block_size_kib = 64
+hash = "xxh3-128"       # or "blake3"
+compression_level = 1   # zstd level
+upload_concurrency = 4
+interval_seconds = 300  # `godwit replicate run` starts a delta cycle this often
+
+[replication.throttle]
+# max_mbps = 100        # cap on the data plane, megabits per second
+# schedule = {{ "08:00-18:00" = 50 }}   # business hours get less
+
+[replicas]
+kind = "local"
+path = "replicas"
+keep_recovery_points = 3
+"""

@@ -1,0 +1,1 @@
+"""Building, uploading and committing cycles; the resume journal."""

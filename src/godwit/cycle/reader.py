@@ -1,0 +1,90 @@
+"""Reading a committed cycle back from the cache store, verified.
+
+Every extent's checksum is checked after decompression and before anyone gets the bytes: a bad
+pack raises CorruptObjectError naming the server, cycle, disk and pack, and nothing from it is
+handed out. Packs are fetched whole, once each, a few at a time in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import zstandard
+
+from godwit.cycle.engine import manifest_key, pack_key
+from godwit.errors import CorruptObjectError, ObjectMissingError
+from godwit.format import manifest as mf
+from godwit.format.hashing import extent_checksum
+from godwit.format.pack import decode_blob
+from godwit.stores.base import ObjectStore
+
+
+@dataclass(frozen=True)
+class Write:
+    disk: int
+    offset: int
+    data: bytes | None  # None: a zero extent of ``length`` bytes
+    length: int
+
+
+def load_manifest(store: ObjectStore, server_uid: str, cycle: int) -> mf.Manifest:
+    key = manifest_key(server_uid, cycle)
+    try:
+        data = store.get(key)
+    except ObjectMissingError:
+        raise ObjectMissingError(f"the manifest of cycle {cycle} is missing from the cache store ({key})",
+                                 hint="the cycle cannot be applied; run `godwit replicate cycle` to resend") from None
+    m = mf.decode(data, f"manifest of cycle {cycle}")
+    if m.server_uid != server_uid or m.cycle != cycle:
+        raise CorruptObjectError(f"manifest {key} belongs to another server or cycle")
+    return m
+
+
+def iter_writes(store: ObjectStore, m: mf.Manifest, *, prefetch: int = 3) -> Iterator[Write]:
+    """Yield every write of the cycle (zero extents first, then data by pack), verified."""
+    for d in m.disks:
+        for off, n in d.zeros:
+            yield Write(d.index, off, None, n)
+    by_pack: dict[str, list[tuple[int, mf.Extent]]] = {}
+    for d in m.disks:
+        for e in d.extents:
+            by_pack.setdefault(e.pack, []).append((d.index, e))
+    packs = list(by_pack)
+
+    def fetch(pack: str) -> bytes:
+        try:
+            return store.get(pack_key(m.server_uid, pack))
+        except ObjectMissingError:
+            raise ObjectMissingError(f"pack {pack} of cycle {m.cycle} ({m.server_name}) is missing from the "
+                                     "cache store", hint="run a new cycle: the changes will be resent") from None
+
+    dctx = zstandard.ZstdDecompressor()
+    with ThreadPoolExecutor(max(1, prefetch)) as pool:
+        futures = [pool.submit(fetch, p) for p in packs[:prefetch]]
+        for i, pack in enumerate(packs):
+            data = futures[i].result()
+            if i + prefetch < len(packs):
+                futures.append(pool.submit(fetch, packs[i + prefetch]))
+            view = memoryview(data)
+            verified = []  # the whole pack is checked before any of it is handed out
+            for disk, e in by_pack[pack]:
+                what = f"{m.server_name} cycle {m.cycle} disk {disk} pack {pack} extent at {e.offset}"
+                if e.pos + e.stored > len(data):
+                    raise CorruptObjectError(f"{what}: pack is truncated")
+                raw = decode_blob(view[e.pos:e.pos + e.stored], e.codec, e.length, dctx, what)
+                if extent_checksum(raw) != e.checksum:
+                    raise CorruptObjectError(f"{what}: checksum mismatch, the pack is damaged",
+                                             hint="nothing was written from it; run a new cycle to resend")
+                verified.append(Write(disk, e.offset, raw, e.length))
+            del view, data
+            yield from verified
+            futures[i] = None  # type: ignore[call-overload]
+
+
+def verify_cycle(store: ObjectStore, server_uid: str, cycle: int) -> None:
+    """Read and check every extent of a committed cycle without writing anything."""
+    m = load_manifest(store, server_uid, cycle)
+    for _ in iter_writes(store, m):
+        pass

@@ -1,0 +1,148 @@
+"""Cycle manifests: the commit record of a cycle (docs/format.md, "Manifests").
+
+Layout (version 1)::
+
+    "GWMF" | u8 version=1 | 3 zero bytes | zstd frame of a UTF-8 JSON document | 16-byte trailer
+
+The trailer is the xxh3-128 digest of every byte before it, so truncation and bit flips are
+detected before any field is trusted. A manifest is written last, with a conditional create: a
+cycle without a manifest does not exist, and a committed manifest is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+import zstandard
+
+from godwit.errors import CorruptObjectError
+
+MAGIC = b"GWMF"
+VERSION = 1
+HEADER = MAGIC + bytes([VERSION, 0, 0, 0])
+CONSISTENCY = ("crash", "none")
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A data extent: ``length`` bytes at ``offset`` of the disk, stored in a pack."""
+
+    offset: int
+    length: int
+    pack: str
+    pos: int
+    stored: int
+    codec: int
+    checksum: bytes
+
+    def row(self, pack_index: dict[str, int]) -> list[Any]:
+        return [self.offset, self.length, pack_index[self.pack], self.pos, self.stored, self.codec,
+                self.checksum.hex()]
+
+
+@dataclass
+class DiskManifest:
+    index: int
+    size: int
+    previous_size: int
+    extents: list[Extent] = field(default_factory=list)
+    zeros: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    store_id: str
+    server_uid: str
+    server_name: str
+    cycle: int
+    parent: int | None
+    created: str
+    consistency: str
+    block_size: int
+    hash: str
+    disks: list[DiskManifest]
+
+    def packs(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for d in self.disks:
+            for e in d.extents:
+                seen.setdefault(e.pack, None)
+        return list(seen)
+
+    def encode(self) -> bytes:
+        packs = self.packs()
+        index = {p: i for i, p in enumerate(packs)}
+        doc = {
+            "format": VERSION,
+            "store_id": self.store_id,
+            "server": {"uid": self.server_uid, "name": self.server_name},
+            "cycle": self.cycle,
+            "parent": self.parent,
+            "created": self.created,
+            "consistency": self.consistency,
+            "block_size": self.block_size,
+            "hash": self.hash,
+            "packs": packs,
+            "disks": [
+                {
+                    "index": d.index,
+                    "size": d.size,
+                    "previous_size": d.previous_size,
+                    "extents": [e.row(index) for e in sorted(d.extents, key=lambda e: e.offset)],
+                    "zeros": [list(z) for z in sorted(d.zeros)],
+                }
+                for d in self.disks
+            ],
+        }
+        body = zstandard.ZstdCompressor(level=3).compress(
+            json.dumps(doc, separators=(",", ":")).encode())
+        head = HEADER + body
+        return head + xxhash.xxh3_128_digest(head)
+
+
+def _int(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CorruptObjectError(f"{what} is not a non-negative integer")
+    return v
+
+
+def decode(data: bytes, name: str = "manifest") -> Manifest:
+    if len(data) < len(HEADER) + 16 or data[:4] != MAGIC:
+        raise CorruptObjectError(f"{name} is not a godwit manifest (bad header or truncated)")
+    if data[4] != VERSION:
+        raise CorruptObjectError(f"{name} has format version {data[4]}; this godwit reads {VERSION}",
+                                 hint="upgrade godwit")
+    if xxhash.xxh3_128_digest(data[:-16]) != data[-16:]:
+        raise CorruptObjectError(f"{name} failed its checksum (truncated or damaged)",
+                                 hint="the cycle is not trusted; run a new cycle to resend the changes")
+    try:
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(data[len(HEADER):-16]))
+        packs = doc["packs"]
+        disks = []
+        for d in doc["disks"]:
+            extents = []
+            for row in d["extents"]:
+                off, length, pidx, pos, stored, codec, csum = row
+                extents.append(Extent(_int(off, "offset"), _int(length, "length"), packs[pidx],
+                                      _int(pos, "pos"), _int(stored, "stored"), _int(codec, "codec"),
+                                      bytes.fromhex(csum)))
+            zeros = [(_int(o, "offset"), _int(n, "length")) for o, n in d["zeros"]]
+            disks.append(DiskManifest(_int(d["index"], "index"), _int(d["size"], "size"),
+                                      _int(d["previous_size"], "previous_size"), extents, zeros))
+        m = Manifest(doc["store_id"], doc["server"]["uid"], doc["server"]["name"], _int(doc["cycle"], "cycle"),
+                     doc["parent"], doc["created"], doc["consistency"], _int(doc["block_size"], "block_size"),
+                     doc["hash"], disks)
+    except CorruptObjectError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, zstandard.ZstdError) as exc:
+        raise CorruptObjectError(f"{name} does not parse: {exc!r}") from None
+    if doc.get("format") != VERSION:
+        raise CorruptObjectError(f"{name} body has format {doc.get('format')!r}, expected {VERSION}")
+    for d in m.disks:
+        for e in d.extents:
+            if e.offset + e.length > d.size:
+                raise CorruptObjectError(f"{name}: extent at {e.offset} runs past disk {d.index}'s end")
+    return m

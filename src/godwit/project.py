@@ -1,0 +1,134 @@
+"""A godwit project: a folder with godwit.toml, the state database, the cache and replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from godwit import config as configmod
+from godwit.config import Config
+from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.state import StateDB
+from godwit.stores.base import ObjectStore
+from godwit.stores.throttle import BandwidthSchedule, ThrottledStore, TokenBucket
+
+CONFIG_NAME = "godwit.toml"
+STORE_CONFIG_KEY = "godwit-store.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("GODWIT_PROJECT") or ".")
+
+
+@dataclass
+class Project:
+    root: Path
+    config: Config
+    db: StateDB
+    _store: ObjectStore | None = field(default=None, repr=False)
+    max_mbps_override: float | None = None
+    bucket: TokenBucket | None = None
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def hashes_dir(self) -> Path:
+        return self.state_dir / "hashes"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.state_dir / "snapshots"
+
+    @property
+    def replicas_dir(self) -> Path:
+        return (self.root / self.config.replicas.path).resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.root / self.config.cache.path).resolve()
+
+    # -- the cache store ---------------------------------------------------------------------
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            from godwit.stores.factory import open_store
+
+            raw = open_store(self)
+            schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
+                                               self.config.replication.throttle.schedule)
+
+            def rate() -> float | None:
+                if self.max_mbps_override is not None:
+                    return self.max_mbps_override
+                from datetime import datetime
+
+                return schedule.mbps_at(datetime.now())
+
+            self.bucket = TokenBucket(rate)
+            self._store = ThrottledStore(raw, self.bucket)
+        return self._store
+
+    def store_id(self) -> str:
+        """The cache store's identity; created with the store, checked on every open."""
+        try:
+            doc = json.loads(self.store.get(STORE_CONFIG_KEY))
+            return str(doc["id"])
+        except StoreError:
+            raise
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{STORE_CONFIG_KEY} in the cache store is damaged",
+                             hint="restore it from the state: `godwit store check`") from None
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self.db.close()
+
+
+def init(root: Path, name: str | None = None) -> Project:
+    root = Path(root)
+    cfg_path = root / CONFIG_NAME
+    if cfg_path.exists():
+        raise ConflictError(f"{root} is already a godwit project", hint="use it, or pick another folder")
+    name = name or root.resolve().name or "godwit"
+    if not NAME_RE.match(name):
+        name = "godwit"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("state", "cache", "replicas"):
+            (root / sub).mkdir(exist_ok=True)
+        cfg_path.write_text(configmod.DEFAULT_TOML.format(name=name))
+    except OSError as exc:
+        raise ProjectError(f"cannot create a project in {root}: {exc.strerror}") from None
+    project = open_project(root)
+    from godwit.errors import ObjectMissingError
+
+    try:
+        project.store_id()
+    except ObjectMissingError:
+        doc = {"format": 1, "id": secrets.token_hex(16), "created": time.time()}
+        project.store.put(STORE_CONFIG_KEY, json.dumps(doc).encode(), overwrite=False)
+    return project
+
+
+def open_project(root: Path | None = None) -> Project:
+    root = Path(root) if root is not None else default_path()
+    cfg_path = root / CONFIG_NAME
+    if not cfg_path.exists():
+        raise ProjectError(f"no godwit project at {root.resolve()} ({CONFIG_NAME} not found)",
+                           hint="run `godwit init PATH`, or pass --project / set GODWIT_PROJECT")
+    cfg = configmod.load(cfg_path)
+    url = cfg.state.url or f"sqlite:///{(root / 'state' / 'godwit.db').resolve()}"
+    (root / "state").mkdir(exist_ok=True)
+    return Project(root.resolve(), cfg, StateDB(url))

@@ -1,0 +1,183 @@
+"""Replication lifecycle: start, stop, one cycle, the appliance loop, and status."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from godwit.cycle.engine import CycleResult, ProgressFn, bottleneck, run_cycle
+from godwit.errors import ConflictError, GodwitError
+from godwit.project import Project
+from godwit.state import schema as t
+
+log = logging.getLogger("godwit.replication")
+
+
+def start(project: Project, name: str, *, progress: ProgressFn | None = None) -> CycleResult | None:
+    """Enable replication; run the initial cycle if the server has none committed yet."""
+    server = project.db.server(name)
+    if server.state == "migrated":
+        raise ConflictError(f"server {name} is already migrated")
+    project.db.set_server_state(server.id, "replicating")
+    project.db.event("info", "replication enabled", server=name)
+    if project.db.cycles(server.id, ("committed", "applied")) and not project.db.cycles(server.id, ("open",)):
+        return None
+    return cycle(project, name, progress=progress)
+
+
+def stop(project: Project, name: str) -> None:
+    server = project.db.server(name)
+    if server.state == "migrated":
+        raise ConflictError(f"server {name} is migrated; there is no replication to stop")
+    project.db.set_server_state(server.id, "stopped")
+    project.db.event("info", "replication stopped", server=name)
+
+
+def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, kind: str = "delta") -> CycleResult:
+    server = project.db.server(name)
+    if server.state in ("added", "stopped"):
+        raise ConflictError(f"replication of {name} is not enabled",
+                            hint=f"run `godwit replicate start {name}`")
+    result = run_cycle(project, name, kind, progress=progress)
+    if server.state == "paused":  # the error that paused it is gone
+        project.db.set_server_state(server.id, "replicating")
+        for d in project.db.disks(server.id):
+            if d.state != "ok":
+                project.db.set_disk(d.id, state="ok", error=None)
+    return result
+
+
+@dataclass
+class LoopReport:
+    cycles: list[CycleResult] = field(default_factory=list)
+    errors: list[tuple[str, GodwitError]] = field(default_factory=list)
+    applied: int = 0
+
+
+def run_loop(project: Project, *, interval: float | None = None, once: bool = False,
+             progress_for: Callable[[str], Any] | None = None,
+             on_cycle: Callable[[CycleResult], None] | None = None,
+             on_error: Callable[[str, GodwitError], None] | None = None,
+             stop_event: threading.Event | None = None) -> LoopReport:
+    """The appliance loop: every enabled server gets a cycle when its interval has passed.
+
+    With a local project the mover runs after each round, so one command keeps replicas current.
+    An error in one server is reported and the loop goes on with the others.
+    """
+    interval = interval if interval is not None else project.config.replication.interval_seconds
+    stop_event = stop_event or threading.Event()
+    report = LoopReport()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop_event.set())
+    last_run: dict[str, float] = {}
+    while not stop_event.is_set():
+        for server in project.db.servers():
+            if server.state not in ("replicating", "paused") or stop_event.is_set():
+                continue
+            if not once and time.monotonic() - last_run.get(server.name, -1e18) < interval:
+                continue
+            last_run[server.name] = time.monotonic()
+            try:
+                if progress_for is not None:
+                    with progress_for(server.name) as prog:
+                        res = cycle(project, server.name, progress=prog)
+                else:
+                    res = cycle(project, server.name)
+                report.cycles.append(res)
+                if on_cycle:
+                    on_cycle(res)
+            except GodwitError as exc:
+                report.errors.append((server.name, exc))
+                project.db.event("error", exc.message, server=server.name)
+                if on_error:
+                    on_error(server.name, exc)
+        if project.config.replicas.kind == "local" or project.config.cache.kind == "local":
+            report.applied += _run_mover(project, report, on_error)
+        if once:
+            break
+        stop_event.wait(1.0)
+    return report
+
+
+def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:
+    try:
+        from godwit.mover.apply import run_mover
+    except ImportError:  # the mover is optional for the appliance loop
+        return 0
+    applied = 0
+    for name, res in run_mover(project).items():
+        if isinstance(res, GodwitError):
+            report.errors.append((name, res))
+            if on_error:
+                on_error(name, res)
+        else:
+            applied += res
+    return applied
+
+
+def status(project: Project, name: str | None = None) -> list[dict[str, Any]]:
+    servers = [project.db.server(name)] if name else project.db.servers()
+    now = time.time()
+    out = []
+    for s in servers:
+        cycles = project.db.cycles(s.id)
+        committed = [c for c in cycles if c.state in ("committed", "applied")]
+        last = committed[-1] if committed else None
+        stored = sum(c.bytes_sent for c in committed if c.state == "committed")
+        with project.db.tx() as c:
+            per_disk = {r.disk_id: r for r in c.execute(
+                select(t.cycle_disks).where(t.cycle_disks.c.cycle_id == last.id))} if last else {}
+        disks = []
+        for d in project.db.disks(s.id):
+            r = per_disk.get(d.id)
+            disks.append({
+                "index": d.idx, "spec": d.spec, "format": d.format, "size": d.size,
+                "state": d.state if d.state != "ok" else s.state, "error": d.error,
+                "last_cycle": last.number if last else None,
+                "bytes_read": r.bytes_read if r else 0, "bytes_sent": r.bytes_sent if r else 0,
+                "bytes_changed": r.bytes_changed if r else 0,
+            })
+        rps = project.db.recovery_points(s.id)
+        out.append({
+            "server": s.name, "state": s.state, "error": s.error,
+            "last_cycle": last.number if last else None,
+            "open_cycle": next((c.number for c in cycles if c.state == "open"), None),
+            "rpo_seconds": (now - last.committed) if last and last.committed else None,
+            "bytes_stored": stored,
+            "throughput_bps": (last.bytes_read / last.t_wall) if last and last.t_wall else None,
+            "latest_recovery_point": rps[-1].number if rps else None,
+            "disks": disks,
+            "cycles": [
+                {**{k: v for k, v in asdict(c).items() if k not in ("id", "server_id", "manifest_key")},
+                 "bottleneck": bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle)}
+                for c in cycles[-10:]
+            ],
+        })
+    return out
+
+
+def check_cache(project: Project, name: str) -> list[dict[str, Any]]:
+    """Re-read every committed cycle still in the cache (not yet applied) and check it whole.
+
+    Returns one row per cycle with ``ok`` and, when not ok, the error; nothing is written.
+    """
+    from godwit.cycle.reader import verify_cycle
+
+    server = project.db.server(name)
+    rows: list[dict[str, Any]] = []
+    for c in project.db.cycles(server.id, ("committed",)):
+        try:
+            verify_cycle(project.store, server.uid, c.number)
+            rows.append({"cycle": c.number, "ok": True, "error": None})
+        except GodwitError as exc:
+            rows.append({"cycle": c.number, "ok": False, "error": exc.message})
+            project.db.event("error", exc.message, server=name, cycle=c.number)
+    return rows

@@ -1,0 +1,7 @@
+"""Disk sources: one interface (:class:`DiskSource`), readers for raw files and block devices
+(read directly) and for image formats (through qemu over NBD)."""
+
+from godwit.sources.base import DiskSource, Extent
+from godwit.sources.open import open_source, probe_format
+
+__all__ = ["DiskSource", "Extent", "open_source", "probe_format"]

@@ -1,0 +1,50 @@
+"""The source-disk interface.
+
+Contract (checked by ``tests/conformance/test_source_suite.py`` for every reader):
+
+- ``size`` is the virtual size in bytes, fixed for the life of the object.
+- ``read_into(offset, buf)`` fills ``buf`` with the bytes at ``offset``; reads past ``size`` are
+  an error. It may be called from several threads at once.
+- ``extents(offset, length)`` yields ``(offset, length, is_data)`` runs covering the range
+  exactly, in order; a run with ``is_data=False`` reads as zeros (a hole or an unallocated
+  cluster) and need not be read. A reader that cannot tell reports everything as data.
+- ``consistency`` is ``"crash"`` when reads see one frozen point in time (a snapshot) and
+  ``"none"`` otherwise; ``warnings`` says why, for people.
+- ``close`` releases everything (helper processes, snapshots, sockets) and is idempotent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import NamedTuple
+
+
+class Extent(NamedTuple):
+    offset: int
+    length: int
+    is_data: bool
+
+
+class DiskSource(ABC):
+    size: int
+    consistency: str = "none"
+    description: str = "disk"
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    @abstractmethod
+    def read_into(self, offset: int, buf: memoryview) -> None: ...
+
+    def extents(self, offset: int, length: int) -> Iterator[Extent]:
+        yield Extent(offset, length, True)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __enter__(self) -> DiskSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,116 @@
+"""Tables of the state database. SCHEMA_VERSION changes with every incompatible change."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
+
+servers = Table(
+    "servers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uid", String(32), nullable=False, unique=True),
+    Column("name", String(64), nullable=False, unique=True),
+    # added | replicating | paused | stopped | migrated
+    Column("state", String(16), nullable=False),
+    Column("error", Text),
+    Column("created", Float, nullable=False),
+)
+
+disks = Table(
+    "disks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("uid", String(32), nullable=False, unique=True),
+    Column("spec", Text, nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    # ok | error (replication paused for this disk's server until fixed)
+    Column("state", String(16), nullable=False, default="ok"),
+    Column("error", Text),
+    UniqueConstraint("server_id", "idx"),
+)
+
+cycles = Table(
+    "cycles", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("kind", String(8), nullable=False),  # initial | delta | final
+    # open | committed | applied | failed
+    Column("state", String(16), nullable=False),
+    Column("consistency", String(8)),
+    Column("started", Float, nullable=False),
+    Column("committed", Float),
+    Column("applied", Float),
+    Column("manifest_key", Text),
+    Column("bytes_read", BigInteger, default=0),
+    Column("bytes_changed", BigInteger, default=0),
+    Column("bytes_sent", BigInteger, default=0),
+    Column("packs", Integer, default=0),
+    Column("t_read", Float, default=0.0),
+    Column("t_cpu", Float, default=0.0),
+    Column("t_upload", Float, default=0.0),
+    Column("t_throttle", Float, default=0.0),
+    Column("t_wall", Float, default=0.0),
+    UniqueConstraint("server_id", "number"),
+)
+
+cycle_disks = Table(
+    "cycle_disks", metadata,
+    Column("cycle_id", Integer, ForeignKey("cycles.id", ondelete="CASCADE"), primary_key=True),
+    Column("disk_id", Integer, ForeignKey("disks.id", ondelete="CASCADE"), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("bytes_read", BigInteger, default=0),
+    Column("bytes_changed", BigInteger, default=0),
+    Column("bytes_sent", BigInteger, default=0),
+    Column("extents", Integer, default=0),
+)
+
+# The resume journal: packs of an open cycle that are durably stored, with what they hold.
+journal = Table(
+    "journal", metadata,
+    Column("cycle_id", Integer, ForeignKey("cycles.id", ondelete="CASCADE"), primary_key=True),
+    Column("pack_id", String(32), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+recovery_points = Table(
+    "recovery_points", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("sealed", Float, nullable=False),
+    Column("consistency", String(8), nullable=False),
+    Column("disk_sizes", Text, nullable=False),  # JSON list, disk order
+    Column("state", String(16), nullable=False),  # live | released
+    UniqueConstraint("server_id", "number"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("server", String(64)),
+    Column("disk", Integer),
+    Column("cycle", Integer),
+    Column("message", Text, nullable=False),
+)

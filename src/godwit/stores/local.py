@@ -1,0 +1,128 @@
+"""The local-folder store: the embedded default cache store.
+
+Atomic put is write to a hidden temporary name, fsync, rename, fsync the folder: after a crash
+an object is either whole or absent. Temporary names start with ``.tmp-`` and are never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from godwit.errors import (
+    ObjectExistsError,
+    ObjectMissingError,
+    StoreError,
+    StoreFullError,
+    StoreReadOnlyError,
+)
+from godwit.stores.base import ObjectStore, validate_key
+
+_TMP = ".tmp-"
+
+
+def _map_oserror(exc: OSError, what: str) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(f"cache store is full while {what}",
+                              hint="free space in the cache folder or move the project to a larger disk")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StoreReadOnlyError(f"cache store is not writable while {what}: {exc.strerror}",
+                                  hint="check the cache folder's permissions and mount options")
+    return StoreError(f"cache store failed while {what}: {exc.strerror or exc}")
+
+
+class LocalStore(ObjectStore):
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.description = f"local folder {self.root}"
+        if not self.root.is_dir():
+            raise StoreError(f"cache folder {self.root} does not exist",
+                             hint="run `godwit init` or fix `cache.path` in godwit.toml")
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
+        path = self._path(key)
+        tmp = path.parent / f"{_TMP}{path.name}.{secrets.token_hex(4)}"
+        what = f"writing {key}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if overwrite:
+                os.rename(tmp, path)
+            else:
+                # link() fails if the name exists: the local equivalent of If-None-Match: *.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExistsError(f"object {key} already exists in {self.description}; "
+                                            "refusing to overwrite it") from None
+                finally:
+                    os.unlink(tmp)
+            if self.fsync:
+                dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _map_oserror(exc, what) from exc
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise ObjectMissingError(f"object {key} is missing from {self.description}") from None
+        except OSError as exc:
+            raise _map_oserror(exc, f"reading {key}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectMissingError(f"object {key} is missing from {self.description}") from None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(_TMP)]
+            rel = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if name.startswith(_TMP):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix):
+                    keys.append(key)
+        yield from sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise _map_oserror(exc, f"deleting {key}") from exc

@@ -1,0 +1,190 @@
+"""Replication cycles against real images: replay of the manifests equals the source, always."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from godwit import replication
+from godwit.errors import ConflictError, CorruptObjectError, SourceError
+from godwit.inventory import add_server
+from godwit.project import Project, init
+from tests.helpers import Replayer, convert, make_raw, read_view, scribble, write_at
+
+SIZE = (16 << 20) + 3 * 4096  # not a multiple of the 64 KiB block
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2", "vmdk"])
+def test_replicate_write_replicate(project: Project, tmp_path: Path, fmt: str) -> None:
+    raw = make_raw(tmp_path / "src.raw", SIZE, seed=1)
+    disk = raw if fmt == "raw" else convert(raw, tmp_path / f"src.{fmt}", fmt)
+    add_server(project, "web01", [str(disk)])
+    res = replication.start(project, "web01")
+    assert res is not None and res.kind == "initial" and res.number == 1
+    replay = Replayer(project, "web01")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == read_view(disk, fmt)
+    for i in range(2):
+        scribble(disk, seed=10 + i, fmt=fmt)
+        res = replication.cycle(project, "web01")
+        assert res.kind == "delta" and res.number == 2 + i
+        replay.catch_up()
+        assert bytes(replay.disks[0]) == read_view(disk, fmt), f"cycle {res.number} differs"
+
+
+def test_initial_cycle_skips_holes_and_zeros(project: Project, tmp_path: Path) -> None:
+    img = tmp_path / "d.raw"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(1 << 20)
+        f.write(b"\x01" * 65536)
+        f.seek(3 << 20)
+        f.write(bytes(1 << 20))  # allocated zeros: read, but not sent
+    add_server(project, "s", [str(img)])
+    res = replication.start(project, "s")
+    assert res is not None
+    assert res.bytes_changed == 65536
+    assert res.bytes_read == 65536 + (1 << 20)  # holes are not read at all
+    m = Replayer(project, "s").apply(1)
+    assert sum(n for _, n in m.disks[0].zeros) == (8 << 20) - 65536
+
+
+def test_unchanged_delta_sends_nothing(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=3)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    res = replication.cycle(project, "s")
+    assert res.bytes_changed == 0 and res.bytes_sent == 0
+
+
+def test_delta_sends_only_changed_blocks(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=4)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    write_at(img, 5 * 65536 + 100, b"\xaa" * 10)
+    write_at(img, 9 * 65536, b"\xbb" * 65537)  # spills into a second block
+    res = replication.cycle(project, "s")
+    assert res.bytes_changed == 3 * 65536
+
+
+def test_multi_disk_order_and_grow(project: Project, tmp_path: Path) -> None:
+    a = make_raw(tmp_path / "a.raw", SIZE, seed=5)
+    b = make_raw(tmp_path / "b.raw", 4 << 20, seed=6)
+    add_server(project, "s", [str(a), str(b)])
+    replication.start(project, "s")
+    with open(b, "r+b") as f:  # the disk grows by an odd amount, with data at the end
+        f.truncate((6 << 20) + 512)
+        f.seek((6 << 20) - 100)
+        f.write(b"\xcc" * 612)
+    res = replication.cycle(project, "s")
+    assert any("grew" in w for w in res.warnings)
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == a.read_bytes()
+    assert bytes(replay.disks[1]) == b.read_bytes()
+    assert project.db.disks(project.db.server("s").id)[1].size == (6 << 20) + 512
+
+
+def test_shrunk_disk_pauses_and_keeps_committed(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=7)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    before = img.read_bytes()
+    with open(img, "r+b") as f:
+        f.truncate(SIZE - 65536)
+    with pytest.raises(SourceError, match="shrank"):
+        replication.cycle(project, "s")
+    server = project.db.server("s")
+    assert server.state == "paused" and "shrank" in (server.error or "")
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert replay.applied == 1 and bytes(replay.disks[0]) == before
+    with open(img, "r+b") as f:  # restored: the next cycle works and unpauses
+        f.truncate(SIZE)
+    replication.cycle(project, "s")
+    assert project.db.server("s").state == "replicating"
+
+
+def test_missing_disk_is_a_clear_error(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=8)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    img.unlink()
+    with pytest.raises(SourceError, match="does not exist"):
+        replication.cycle(project, "s")
+
+
+def test_cycle_needs_replication_enabled(project: Project, tmp_path: Path) -> None:
+    add_server(project, "s", [str(make_raw(tmp_path / "d.raw", SIZE))])
+    with pytest.raises(ConflictError, match="not enabled"):
+        replication.cycle(project, "s")
+
+
+def test_corrupted_pack_and_truncated_manifest_are_detected(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=9)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    uid = project.db.server("s").uid
+    packs = sorted((project.cache_dir / "servers" / uid / "packs").iterdir())
+    raw = bytearray(packs[0].read_bytes())
+    raw[100] ^= 0xFF
+    packs[0].write_bytes(bytes(raw))
+    rows = replication.check_cache(project, "s")
+    assert not rows[0]["ok"] and "damaged" in rows[0]["error"]
+    with pytest.raises(CorruptObjectError):
+        Replayer(project, "s").apply(1)
+    scribble(img, seed=1)
+    replication.cycle(project, "s")
+    man = project.cache_dir / "servers" / uid / "cycles" / "0000000002.manifest"
+    man.write_bytes(man.read_bytes()[:-7])
+    rows = replication.check_cache(project, "s")
+    assert not rows[1]["ok"] and "checksum" in rows[1]["error"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    size=st.integers(min_value=1, max_value=300_000),
+    rounds=st.lists(
+        st.lists(st.tuples(st.floats(0, 1), st.integers(1, 40_000), st.sampled_from(["rand", "zero", "same"])),
+                 max_size=6),
+        min_size=1, max_size=4),
+    block_kib=st.sampled_from([4, 8, 64]),
+)
+def test_property_replay_equals_source(size: int, rounds: list[list[tuple[float, int, str]]],
+                                       block_kib: int) -> None:
+    import random
+
+    rng = random.Random(size)
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        p = init(root / "proj")
+        cfg = p.root / "godwit.toml"
+        cfg.write_text(cfg.read_text().replace("block_size_kib = 64", f"block_size_kib = {block_kib}"))
+        p.close()
+        from godwit.project import open_project
+
+        p = open_project(root / "proj")
+        img = root / "d.raw"
+        with open(img, "wb") as f:
+            f.write(rng.randbytes(size))
+        add_server(p, "s", [str(img)])
+        replication.start(p, "s")
+        replay = Replayer(p, "s")
+        replay.catch_up()
+        assert bytes(replay.disks[0]) == img.read_bytes()
+        for writes in rounds:
+            for frac, n, kind in writes:
+                off = int(frac * (size - 1))
+                n = min(n, size - off)
+                data = {"rand": rng.randbytes(n), "zero": bytes(n)}.get(kind)
+                if data is None:  # rewrite what is there: no change
+                    data = img.read_bytes()[off:off + n]
+                write_at(img, off, data)
+            replication.cycle(p, "s")
+            replay.catch_up()
+            assert bytes(replay.disks[0]) == img.read_bytes()
+        p.close()
