@@ -181,3 +181,34 @@ def check_cache(project: Project, name: str) -> list[dict[str, Any]]:
             rows.append({"cycle": c.number, "ok": False, "error": exc.message})
             project.db.event("error", exc.message, server=name, cycle=c.number)
     return rows
+
+
+def resync(project: Project, name: str) -> list[int]:
+    """Discard cycles not yet applied (damaged or unwanted); the next cycle resends every change
+    since the replicas' latest recovery point. Returns the discarded cycle numbers."""
+    from godwit.cycle.engine import pack_key
+    from godwit.cycle.reader import load_manifest
+    from godwit.errors import CorruptObjectError, ObjectMissingError
+    from godwit.locks import server_lock
+
+    server = project.db.server(name)
+    discarded: list[int] = []
+    with server_lock(project.state_dir, name, "cycle"), server_lock(project.state_dir, name, "apply"):
+        for c in project.db.cycles(server.id, ("open", "committed")):
+            try:
+                for p in load_manifest(project.store, server.uid, c.number).packs():
+                    project.store.delete(pack_key(server.uid, p))
+            except (ObjectMissingError, CorruptObjectError):
+                pass
+            with project.db.tx() as conn:
+                for row in conn.execute(select(t.journal.c.pack_id).where(t.journal.c.cycle_id == c.id)):
+                    project.store.delete(pack_key(server.uid, row.pack_id))
+                conn.execute(t.journal.delete().where(t.journal.c.cycle_id == c.id))
+                conn.execute(t.cycles.update().where(t.cycles.c.id == c.id).values(state="discarded"))
+            if c.manifest_key:
+                project.store.delete(c.manifest_key)
+            discarded.append(c.number)
+        for d in project.db.disks(server.id):
+            project.db.set_disk(d.id, state="ok", error=None)
+    project.db.event("warning", f"resync: discarded cycles {discarded or 'none'}", server=name)
+    return discarded

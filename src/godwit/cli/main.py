@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+import godwit.cli.replicate_cmd as replicate_cmd
+import godwit.cli.server_cmd as server_cmd
 from godwit import __version__
-from godwit.cli import replicate_cmd, server_cmd
 from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, out, print_json, project_from
 from godwit.errors import GodwitError
 
@@ -38,7 +39,8 @@ def _optional_subapps() -> None:
             if exc.name != module:
                 raise
             continue
-        app.add_typer(mod.app, name=name)
+        if hasattr(mod, "app"):
+            app.add_typer(mod.app, name=name)
         register = getattr(mod, "register", None)
         if register is not None:
             register(app)

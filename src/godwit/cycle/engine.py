@@ -456,7 +456,7 @@ class CycleRunner:
                                     hint="two appliances may be replicating the same server into one store; "
                                          "stop one") from None
         held = self.project.bucket.held_seconds if self.project.bucket else 0.0
-        stats = {
+        stats: dict[str, object] = {
             "bytes_read": sum(w.bytes_read for w in works),
             "bytes_changed": sum(w.bytes_changed for w in works),
             "bytes_sent": sum(w.bytes_sent for w in works),

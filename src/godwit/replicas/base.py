@@ -19,6 +19,8 @@ Contract (checked by ``tests/conformance/test_replica_suite.py`` for every imple
   released.
 - ``open_point(number)`` reads a sealed, unreleased recovery point while later cycles may be
   applied to the live disk; an unknown or released number raises NotFoundError.
+- ``abort(number)`` rolls a partial apply of cycle ``number`` back: the live disk returns to the
+  last sealed point, bit for bit (used when a pack turns out damaged mid-cycle).
 - ``remove()`` deletes the replica and all its points.
 """
 
@@ -76,6 +78,9 @@ class ReplicaDisk(ABC):
 
     @abstractmethod
     def open_point(self, number: int) -> PointReader: ...
+
+    @abstractmethod
+    def abort(self, number: int) -> None: ...
 
     @abstractmethod
     def remove(self) -> None: ...

@@ -114,3 +114,16 @@ events = Table(
     Column("cycle", Integer),
     Column("message", Text, nullable=False),
 )
+
+migrations = Table(
+    "migrations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),  # test | planned
+    Column("recovery_point", Integer, nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("out_dir", Text, nullable=False),
+    Column("files", Text, nullable=False),  # JSON list of paths written
+    Column("created", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # done | cleaned
+)

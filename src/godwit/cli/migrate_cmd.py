@@ -1,0 +1,112 @@
+"""`godwit migrate`, `godwit recovery-points`, `godwit verify`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from
+from godwit.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("migrate")(migrate)
+    app.command("recovery-points")(recovery_points)
+    app.command("verify")(verify)
+
+
+@guarded
+def migrate(
+    name: Annotated[str, typer.Argument(help="The server, or `cleanup` followed by the server.")],
+    target: Annotated[str | None, typer.Argument(help="With `cleanup`: the server.", show_default=False)] = None,
+    test: Annotated[bool, typer.Option("--test", help="Test migration: replication keeps running.")] = False,
+    recovery_point: Annotated[str, typer.Option("--recovery-point", "-r",
+                                                help="A recovery point number or `latest` (test only).")] = "latest",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="raw, vhd (fixed, for Azure) or qcow2.")] = "raw",
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for NAME-diskN.EXT files.")] = None,
+    shutdown_command: Annotated[str | None, typer.Option(help="Planned only: a shell command that shuts the "
+                                                              "source down before the final cycle.")] = None,
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Migrate NAME: `--test` writes its disks at a recovery point and leaves replication running;
+    without it, a planned migration (shutdown, final cycle, apply, write, stop replication).
+    `godwit migrate cleanup NAME` removes a test migration's files."""
+    from godwit.migrate import migration
+
+    with project_from(project) as p:
+        if name == "cleanup" and target is not None:
+            removed = migration.cleanup(p, target)
+            if json_:
+                print_json({"removed": removed})
+            else:
+                out.print(f"removed {len(removed)} file(s) of {target}'s test migration")
+            return
+        if target is not None:
+            raise UsageError(f"unexpected argument {target!r}", hint="godwit migrate NAME [--test] --out DIR")
+        if out_dir is None:
+            raise UsageError("--out DIR is required")
+        if test:
+            res = migration.test_migration(p, name, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir)
+        else:
+            if recovery_point != "latest":
+                raise UsageError("--recovery-point applies to --test only; a planned migration uses a final cycle")
+            res = migration.planned_migration(p, name, fmt=fmt, out_dir=out_dir, shutdown_command=shutdown_command)
+    if json_:
+        print_json(asdict(res))
+        return
+    kind = "test migration" if res.kind == "test" else "planned migration"
+    out.print(f"{res.server}: {kind} at recovery point {res.recovery_point} ({res.format}) in {res.seconds:.1f}s:")
+    for f in res.files:
+        out.print(f"  {f}")
+
+
+@guarded
+def recovery_points(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """List NAME's recovery points: number, time, consistency, disk sizes."""
+    from godwit.migrate import migration
+
+    with project_from(project) as p:
+        rows = migration.recovery_points(p, name)
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        out.print(f"{name} has no recovery point yet")
+        return
+    table = Table("recovery point", "sealed", "consistency", "disk sizes")
+    for r in rows:
+        table.add_row(str(r["number"]), datetime.fromtimestamp(r["sealed"]).strftime("%Y-%m-%d %H:%M:%S"),
+                      r["consistency"], ", ".join(human_bytes(s) for s in r["disk_sizes"]))
+    out.print(table)
+
+
+@guarded
+def verify(
+    name: str,
+    recovery_point: Annotated[str, typer.Option("--recovery-point", "-r")] = "latest",
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-hash NAME's replica at a recovery point and compare with the recorded block hashes."""
+    from godwit.migrate import migration
+
+    with project_from(project) as p:
+        report = migration.verify(p, name, recovery_point)
+    if json_:
+        print_json({"server": report.server, "recovery_point": report.recovery_point, "ok": report.ok,
+                    "disks": report.disks})
+    else:
+        for d in report.disks:
+            if d["mismatches"]:
+                ranges = ", ".join(f"{o}+{n}" for o, n in d["mismatches"][:10])
+                more = f" and {len(d['mismatches']) - 10} more" if len(d["mismatches"]) > 10 else ""
+                out.print(f"disk{d['index']}: [red]MISMATCH[/] at {ranges}{more}")
+            else:
+                out.print(f"disk{d['index']}: ok ({human_bytes(d['size'])})")
+    migration.raise_on_mismatch(report)

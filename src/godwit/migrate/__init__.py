@@ -1,0 +1,1 @@
+"""Test and planned migration: writing a server's disks at a recovery point."""

@@ -1,0 +1,247 @@
+"""Test and planned migration, recovery-point listing and replica verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from godwit.cycle import hashstore
+from godwit.errors import (
+    ConflictError,
+    GodwitError,
+    MigrationError,
+    NotFoundError,
+    UsageError,
+    VerifyMismatchError,
+)
+from godwit.format.blockhashes import DIGEST
+from godwit.format.hashing import block_digest
+from godwit.locks import server_lock
+from godwit.migrate.export import check_format, check_out_dir, export, needed_bytes
+from godwit.mover.apply import apply_server
+from godwit.project import Project
+from godwit.replicas.factory import open_replica
+from godwit.state import schema as t
+from godwit.state.db import RecoveryPoint, Server
+
+EXTENSIONS = {"raw": "raw", "vhd": "vhd", "qcow2": "qcow2"}
+
+
+def recovery_points(project: Project, name: str) -> list[dict[str, Any]]:
+    server = project.db.server(name)
+    return [{"number": rp.number, "sealed": rp.sealed, "consistency": rp.consistency,
+             "disk_sizes": rp.disk_sizes} for rp in project.db.recovery_points(server.id)]
+
+
+def _pick(project: Project, server: Server, which: str) -> RecoveryPoint:
+    points = project.db.recovery_points(server.id)
+    if not points:
+        raise NotFoundError(f"server {server.name} has no recovery point yet",
+                            hint="run `godwit replicate start` and `godwit mover run` first")
+    if which == "latest":
+        return points[-1]
+    try:
+        n = int(which)
+    except ValueError:
+        raise UsageError(f"recovery point {which!r} is not a number or 'latest'") from None
+    for rp in points:
+        if rp.number == n:
+            return rp
+    with project.db.tx() as c:
+        gone = c.execute(select(t.recovery_points).where(t.recovery_points.c.server_id == server.id,
+                                                         t.recovery_points.c.number == n)).first()
+    available = ", ".join(str(p.number) for p in points)
+    if gone is not None:
+        raise NotFoundError(f"recovery point {n} of {server.name} was released (available: {available})",
+                            hint="raise replicas.keep_recovery_points to keep more")
+    raise NotFoundError(f"recovery point {n} of {server.name} does not exist (available: {available})")
+
+
+@dataclass
+class MigrationResult:
+    server: str
+    kind: str
+    recovery_point: int
+    format: str
+    files: list[str]
+    seconds: float
+
+
+def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str, out_dir: Path) -> list[str]:
+    check_format(fmt)
+    disks = project.db.disks(server.id)
+    replicas = [open_replica(project, server, d) for d in disks]
+    readers = [r.open_point(rp.number) for r in replicas]
+    files: list[str] = []
+    try:
+        check_out_dir(out_dir, sum(needed_bytes(rd, fmt) for rd in readers))
+        for d, rd in zip(disks, readers, strict=True):
+            target = out_dir / f"{server.name}-disk{d.idx}.{EXTENSIONS[fmt]}"
+            export(rd, target, fmt)
+            files.append(str(target))
+    except BaseException:
+        for f in files:
+            Path(f).unlink(missing_ok=True)
+        raise
+    finally:
+        for rd in readers:
+            rd.close()
+        for r in replicas:
+            r.close()
+    return files
+
+
+def _record(project: Project, server: Server, kind: str, rp: int, fmt: str, out_dir: Path, files: list[str]) -> None:
+    with project.db.tx() as c:
+        c.execute(t.migrations.insert().values(server_id=server.id, kind=kind, recovery_point=rp, format=fmt,
+                                               out_dir=str(out_dir.resolve()), files=json.dumps(files),
+                                               created=time.time(), state="done"))
+
+
+def test_migration(project: Project, name: str, *, recovery_point: str = "latest", fmt: str = "raw",
+                   out_dir: Path) -> MigrationResult:
+    """Write the disks at a recovery point; replication goes on untouched."""
+    t0 = time.perf_counter()
+    check_format(fmt)
+    server = project.db.server(name)
+    with server_lock(project.state_dir, name, "apply"):  # the mover waits; cycles go on
+        rp = _pick(project, server, recovery_point)
+        files = _export_point(project, server, rp, fmt, out_dir)
+    _record(project, server, "test", rp.number, fmt, out_dir, files)
+    project.db.event("info", f"test migration at recovery point {rp.number} written to {out_dir}", server=name)
+    return MigrationResult(name, "test", rp.number, fmt, files, time.perf_counter() - t0)
+
+
+def cleanup(project: Project, name: str) -> list[str]:
+    """Remove the files of the server's test migrations."""
+    server = project.db.server(name)
+    removed: list[str] = []
+    with project.db.tx() as c:
+        rows = c.execute(select(t.migrations).where(t.migrations.c.server_id == server.id,
+                                                    t.migrations.c.kind == "test",
+                                                    t.migrations.c.state == "done")).all()
+    if not rows:
+        raise NotFoundError(f"server {name} has no test migration to clean up")
+    for row in rows:
+        for f in json.loads(row.files):
+            p = Path(f)
+            if p.exists():
+                p.unlink()
+                removed.append(f)
+        with project.db.tx() as c:
+            c.execute(t.migrations.update().where(t.migrations.c.id == row.id).values(state="cleaned"))
+    project.db.event("info", f"test migration cleaned up ({len(removed)} file(s))", server=name)
+    return removed
+
+
+def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir: Path,
+                      shutdown_command: str | None = None, shutdown_timeout: float = 600) -> MigrationResult:
+    """Shut down (optional), final cycle, apply, write the disks, stop replication, mark migrated.
+
+    A failure at any step leaves the server replicating as before.
+    """
+    from godwit import replication
+
+    t0 = time.perf_counter()
+    check_format(fmt)
+    server = project.db.server(name)
+    if server.state == "migrated":
+        raise ConflictError(f"server {name} is already migrated")
+    if server.state not in ("replicating", "paused"):
+        raise ConflictError(f"server {name} is not replicating", hint=f"run `godwit replicate start {name}` first")
+    check_out_dir(out_dir, 0)
+    previous = server.state
+    try:
+        if shutdown_command:
+            try:
+                proc = subprocess.run(shutdown_command, shell=True, capture_output=True, text=True,
+                                      timeout=shutdown_timeout, check=False)
+            except subprocess.TimeoutExpired:
+                raise MigrationError(f"the shutdown command did not finish in {shutdown_timeout:.0f}s") from None
+            if proc.returncode != 0:
+                last = (proc.stderr or proc.stdout).strip().splitlines()
+                raise MigrationError(f"the shutdown command failed (exit {proc.returncode})"
+                                     + (f": {last[-1]}" if last else ""),
+                                     hint="fix it or run without --shutdown-command; replication goes on")
+        final = replication.cycle(project, name, kind="final")
+        apply_server(project, name)
+        server = project.db.server(name)
+        with server_lock(project.state_dir, name, "apply"):
+            rp = _pick(project, server, "latest")
+            if rp.number != final.number:
+                raise MigrationError(f"the final cycle {final.number} was not applied (latest recovery point "
+                                     f"is {rp.number})")
+            files = _export_point(project, server, rp, fmt, out_dir)
+    except GodwitError as exc:
+        project.db.set_server_state(server.id, previous)
+        project.db.event("error", f"planned migration failed: {exc.message}", server=name)
+        raise
+    _record(project, server, "planned", rp.number, fmt, out_dir, files)
+    project.db.set_server_state(server.id, "migrated")
+    project.db.event("info", f"migrated at recovery point {rp.number} to {out_dir}", server=name)
+    return MigrationResult(name, "planned", rp.number, fmt, files, time.perf_counter() - t0)
+
+
+@dataclass
+class VerifyReport:
+    server: str
+    recovery_point: int
+    disks: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return all(not d["mismatches"] for d in self.disks)
+
+
+def verify(project: Project, name: str, recovery_point: str = "latest") -> VerifyReport:
+    """Re-hash each replica disk at a recovery point and compare with the recorded block hashes."""
+    server = project.db.server(name)
+    cfg = project.config.replication
+    digest = block_digest(cfg.hash)
+    bs = cfg.block_size
+    report_disks: list[dict[str, Any]] = []
+    with server_lock(project.state_dir, name, "apply"):
+        rp = _pick(project, server, recovery_point)
+        for d in project.db.disks(server.id):
+            loaded = hashstore.load(project.hashes_dir, d.uid, rp.number, cfg.hash, bs)
+            if loaded is None:
+                raise NotFoundError(f"block hashes of recovery point {rp.number} (disk {d.idx}) are missing",
+                                    hint="they are kept for live recovery points only")
+            size, expected = loaded
+            replica = open_replica(project, server, d)
+            mismatches: list[tuple[int, int]] = []
+            try:
+                with replica.open_point(rp.number) as reader:
+                    if reader.size != size:
+                        mismatches.append((min(reader.size, size), abs(reader.size - size)))
+                    step = 64 * bs
+                    for off in range(0, min(size, reader.size), step):
+                        data = memoryview(reader.read(off, min(step, size - off)))
+                        for i in range(0, len(data), bs):
+                            b = (off + i) // bs
+                            if digest(data[i:i + bs]) != expected[b * DIGEST:(b + 1) * DIGEST]:
+                                n = min(bs, len(data) - i)
+                                if mismatches and mismatches[-1][0] + mismatches[-1][1] == off + i:
+                                    mismatches[-1] = (mismatches[-1][0], mismatches[-1][1] + n)
+                                else:
+                                    mismatches.append((off + i, n))
+            finally:
+                replica.close()
+            report_disks.append({"index": d.idx, "size": size, "mismatches": mismatches})
+    report = VerifyReport(name, rp.number, report_disks)
+    if not report.ok:
+        project.db.event("error", f"verify found mismatches at recovery point {rp.number}", server=name)
+    return report
+
+
+def raise_on_mismatch(report: VerifyReport) -> None:
+    if not report.ok:
+        bad = sum(len(d["mismatches"]) for d in report.disks)
+        raise VerifyMismatchError(f"{report.server} recovery point {report.recovery_point}: {bad} mismatching "
+                                  "range(s)", hint="run `godwit replicate resync` and a new cycle")

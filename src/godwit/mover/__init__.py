@@ -1,0 +1,1 @@
+"""The mover: applies committed cycles to replica disks, seals recovery points, releases cache."""

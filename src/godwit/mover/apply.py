@@ -1,0 +1,158 @@
+"""Applying committed cycles to replica disks, strictly in order.
+
+For each server, for each committed cycle in number order: check that its parent is the replica's
+latest recovery point, ``begin`` every disk (the replica saves what it needs to roll back), apply
+every verified write, ``seal`` every disk, record recovery point N, then release the cycle's cache
+objects and recovery points beyond the retention. A damaged pack stops the server's disks: the
+partial apply is rolled back, the disk is flagged, an event is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from godwit.cycle import hashstore
+from godwit.cycle.engine import pack_key
+from godwit.cycle.reader import iter_writes, load_manifest
+from godwit.errors import CorruptObjectError, GodwitError, ObjectMissingError, ReplicaError
+from godwit.locks import server_lock
+from godwit.project import Project
+from godwit.replicas.base import ReplicaDisk
+from godwit.replicas.factory import open_replica
+from godwit.state import schema as t
+from godwit.state.db import Server
+
+log = logging.getLogger("godwit.mover")
+
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass
+class ApplyResult:
+    cycle: int
+    bytes_written: int
+    seconds: float
+
+
+def _ranges(m_disk: object) -> list[tuple[int, int]]:
+    d = m_disk
+    return [(e.offset, e.length) for e in d.extents] + list(d.zeros)  # type: ignore[attr-defined]
+
+
+def release_cache(project: Project, server: Server) -> None:
+    """Delete the cache objects of applied cycles (packs first, the manifest last)."""
+    for c in project.db.cycles(server.id, ("applied",)):
+        if not c.manifest_key:
+            continue
+        try:
+            m = load_manifest(project.store, server.uid, c.number)
+            for p in m.packs():
+                project.store.delete(pack_key(server.uid, p))
+        except (ObjectMissingError, CorruptObjectError):
+            pass  # the manifest is gone or damaged: only the manifest itself is left to delete
+        project.store.delete(c.manifest_key)
+        project.db.update_cycle(c.id, manifest_key=None)
+
+
+def apply_server(project: Project, name: str, *, progress: ProgressFn | None = None,
+                 limit: int | None = None) -> list[ApplyResult]:
+    server = project.db.server(name)
+    with server_lock(project.state_dir, name, "apply"):
+        release_cache(project, server)  # finish releases a crash interrupted
+        disks = project.db.disks(server.id)
+        replicas = [open_replica(project, server, d) for d in disks]
+        results: list[ApplyResult] = []
+        try:
+            for c in project.db.cycles(server.id, ("committed",)):
+                if limit is not None and len(results) >= limit:
+                    break
+                results.append(_apply_cycle(project, server, c.id, c.number, replicas, progress))
+        finally:
+            for r in replicas:
+                r.close()
+    return results
+
+
+def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, replicas: list[ReplicaDisk],
+                 progress: ProgressFn | None) -> ApplyResult:
+    t0 = time.perf_counter()
+    db = project.db
+    m = load_manifest(project.store, server.uid, number)
+    latest = max((max(r.points()) if r.points() else 0) for r in replicas)
+    if m.parent not in (None, latest) and number not in replicas[0].points():
+        raise ReplicaError(f"cycle {number} of {server.name} builds on cycle {m.parent}, but the replicas are at "
+                           f"recovery point {latest}", hint="cycles must be applied in order; run `godwit mover run`")
+    if len(m.disks) != len(replicas):
+        raise CorruptObjectError(f"cycle {number} of {server.name} has {len(m.disks)} disks, the server "
+                                 f"{len(replicas)}")
+    for d in m.disks:
+        replicas[d.index].begin(number, _ranges(d), d.size)
+    total = sum(e.length for d in m.disks for e in d.extents)
+    done = 0
+    try:
+        for w in iter_writes(project.store, m):
+            r = replicas[w.disk]
+            if w.data is None:
+                r.zero(w.offset, w.length)
+            else:
+                r.write(w.offset, w.data)
+                done += w.length
+                if progress is not None:
+                    progress(w.disk, done, total)
+    except (CorruptObjectError, ObjectMissingError) as exc:
+        for d in m.disks:
+            replicas[d.index].abort(number)
+        msg = f"cycle {number} cannot be applied: {exc.message}"
+        for disk in db.disks(server.id):
+            db.set_disk(disk.id, state="error", error=msg)
+        db.event("error", msg + " (replicas rolled back to the last recovery point)", server=server.name,
+                 cycle=number)
+        raise type(exc)(msg, hint="the replicas are unchanged at their last recovery point; "
+                                  f"run `godwit replicate resync {server.name}` to resend the changes") from None
+    for d in m.disks:
+        replicas[d.index].seal(number)
+    now = time.time()
+    with db.tx() as c:
+        c.execute(t.recovery_points.insert().values(
+            server_id=server.id, number=number, sealed=now, consistency=m.consistency,
+            disk_sizes=json.dumps([d.size for d in sorted(m.disks, key=lambda d: d.index)]), state="live"))
+        c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(state="applied", applied=now))
+    db.event("info", f"recovery point {number} sealed", server=server.name, cycle=number)
+    release_cache(project, server)
+    _retain(project, server, replicas)
+    return ApplyResult(number, done, time.perf_counter() - t0)
+
+
+def _retain(project: Project, server: Server, replicas: list[ReplicaDisk]) -> None:
+    keep = project.config.replicas.keep_recovery_points
+    live = project.db.recovery_points(server.id)
+    for rp in live[:-keep] if len(live) > keep else []:
+        for r in replicas:
+            r.release(rp.number)
+        with project.db.tx() as c:
+            c.execute(t.recovery_points.update().where(t.recovery_points.c.id == rp.id).values(state="released"))
+    live = project.db.recovery_points(server.id)
+    committed = project.db.cycles(server.id, ("committed", "applied"))
+    keep_from = min([rp.number for rp in live] + [committed[-1].number if committed else 0])
+    for d in project.db.disks(server.id):
+        hashstore.prune(project.hashes_dir, d.uid, keep_from)
+
+
+def run_mover(project: Project, *, progress_for: Callable[[str], ProgressFn | None] | None = None
+              ) -> dict[str, int | GodwitError]:
+    """Apply every server's committed cycles; one server's error does not stop the others."""
+    out: dict[str, int | GodwitError] = {}
+    for s in project.db.servers():
+        if not project.db.cycles(s.id, ("committed",)):
+            continue
+        try:
+            out[s.name] = len(apply_server(project, s.name,
+                                           progress=progress_for(s.name) if progress_for else None))
+        except GodwitError as exc:
+            log.error("%s: %s", s.name, exc.message)
+            out[s.name] = exc
+    return out
