@@ -1,0 +1,3 @@
+from godwit.cli.main import main
+
+main()
