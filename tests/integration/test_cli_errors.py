@@ -1,0 +1,145 @@
+"""Bad input through the real command line: one clear line, a hint, a non-zero exit, no traceback,
+and nothing already committed damaged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from godwit import replication
+from godwit.inventory import add_server
+from godwit.project import Project
+from tests.helpers import Replayer, make_raw, scribble
+
+
+def run(*args: str, project: Path | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["--project", str(project)] if project is not None else []
+    return subprocess.run([sys.executable, "-m", "godwit", *args, *extra], capture_output=True, text=True,
+                          timeout=120)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int | None = None, match: str = "") -> None:
+    assert proc.returncode != 0
+    if code is not None:
+        assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert "godwit: error:" in proc.stderr or "Error" in proc.stderr, proc.stderr
+    assert match in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def proj(project: Project, tmp_path: Path) -> Path:
+    add_server(project, "web", [str(make_raw(tmp_path / "d.raw", 4 << 20))])
+    return project.root
+
+
+def test_no_project(tmp_path: Path) -> None:
+    assert_clean_error(run("server", "list", project=tmp_path / "nowhere"), 3, "no godwit project")
+
+
+def test_init_twice(proj: Path) -> None:
+    assert_clean_error(run("init", str(proj)), 5, "already a godwit project")
+
+
+def test_unknown_server_everywhere(proj: Path) -> None:
+    for args in (["replicate", "start", "nope"], ["replicate", "cycle", "nope"], ["replicate", "status", "nope"],
+                 ["recovery-points", "nope"], ["verify", "nope"], ["server", "remove", "nope"],
+                 ["migrate", "nope", "--test", "--out", "/tmp/x"]):
+        assert_clean_error(run(*args, project=proj), 4, "no server named 'nope'")
+
+
+def test_bad_disks(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(run("server", "add", "a", "--disk", str(tmp_path / "missing.raw"), project=proj), 10,
+                       "does not exist")
+    vdi = tmp_path / "d.vdi"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vdi", str(vdi), "1M"], check=True)
+    assert_clean_error(run("server", "add", "a", "--disk", str(vdi), project=proj), 10, "format 'vdi'")
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"QFI\xfb" + os.urandom(1000))
+    assert_clean_error(run("server", "add", "a", "--disk", str(bad), project=proj), 10)
+    empty = tmp_path / "empty.raw"
+    empty.write_bytes(b"")
+    assert_clean_error(run("server", "add", "a", "--disk", str(empty), project=proj), 10, "empty")
+    assert_clean_error(run("server", "add", "web", "--disk", str(tmp_path / "d.raw"), project=proj), 5,
+                       "already exists")
+    assert_clean_error(run("server", "add", "bad/name", "--disk", str(tmp_path / "d.raw"), project=proj), 2,
+                       "not valid")
+
+
+def test_bad_options(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(run("replicate", "cycle", "web", project=proj), 5, "not enabled")
+    assert run("replicate", "start", "web", project=proj).returncode == 0
+    assert_clean_error(run("replicate", "cycle", "web", "--max-mbps", "-3", project=proj), 2, "positive")
+    assert run("mover", "run", "--once", project=proj).returncode == 0
+    assert_clean_error(run("migrate", "web", "--test", "--format", "vmdk", "--out", str(tmp_path / "o"),
+                           project=proj), 2, "format 'vmdk'")
+    assert_clean_error(run("migrate", "web", "--test", "-r", "7", "--out", str(tmp_path / "o"), project=proj), 4,
+                       "does not exist")
+    assert_clean_error(run("migrate", "web", "--test", project=proj), 2, "--out")
+
+
+def test_corrupt_config(proj: Path) -> None:
+    (proj / "godwit.toml").write_text("[cache]\nkind = 'tape'\n")
+    assert_clean_error(run("server", "list", project=proj), 3, "kind 'tape' is unknown")
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, size: str) -> Iterator[None]:
+    path.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.fail("these tests need root to mount a tmpfs (CI runs as root)")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _move_cache_onto(project: Project, path: Path) -> None:
+    for f in project.cache_dir.rglob("*"):
+        if f.is_file():
+            dst = path / f.relative_to(project.cache_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(f.read_bytes())
+
+
+def test_full_cache_keeps_committed_cycles(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", 8 << 20, seed=3)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    first = img.read_bytes()
+    saved = tmp_path / "saved-cache"
+    saved.mkdir()
+    _move_cache_onto(project, saved)
+    with mounted_tmpfs(project.cache_dir, "3m"):
+        for f in saved.rglob("*"):
+            if f.is_file():
+                dst = project.cache_dir / f.relative_to(saved)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(f.read_bytes())
+        scribble(img, seed=9, writes=40, max_len=400_000)
+        proc = run("replicate", "cycle", "s", project=project.root)
+        assert_clean_error(proc, 21, "cache store is full")
+        replay = Replayer(project, "s")
+        replay.catch_up()
+        assert replay.applied == 1 and bytes(replay.disks[0]) == first
+        assert [c.state for c in project.db.cycles(project.db.server("s").id)] == ["committed", "open"]
+
+
+def test_read_only_cache(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", 4 << 20, seed=4)
+    add_server(project, "s", [str(img)])
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    _move_cache_onto(project, saved)
+    with mounted_tmpfs(project.cache_dir, "16m"):
+        (project.cache_dir / "godwit-store.json").write_bytes((saved / "godwit-store.json").read_bytes())
+        subprocess.run(["mount", "-o", "remount,ro", str(project.cache_dir)], check=True)
+        proc = run("replicate", "start", "s", project=project.root)
+        assert_clean_error(proc, 22, "not writable")
