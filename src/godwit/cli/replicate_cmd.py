@@ -170,3 +170,17 @@ def check(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None
             out.print(f"{name}: no committed cycles waiting in the cache")
     if any(not r["ok"] for r in rows):
         raise typer.Exit(CorruptObjectError.exit_code)
+
+
+@app.command()
+@guarded
+def resync(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """Discard NAME's cycles that are not applied yet (a damaged pack, an interrupted cycle you do
+    not want); the next cycle resends every change since the latest recovery point."""
+    with project_from(project) as p:
+        discarded = replication.resync(p, name)
+    if json_:
+        print_json({"discarded": discarded})
+    else:
+        out.print(f"{name}: discarded cycle(s) {', '.join(map(str, discarded)) or 'none'}; "
+                  f"run `godwit replicate cycle {name}` to resend the changes")

@@ -10,6 +10,7 @@ not sent again.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import secrets
 import threading
@@ -34,6 +35,8 @@ from godwit.project import Project
 from godwit.sources import DiskSource, open_source
 from godwit.state import schema as t
 from godwit.state.db import Cycle, Disk, Server
+
+log = logging.getLogger("godwit.cycle")
 
 CHUNK = 4 << 20
 DIGEST = 16
@@ -192,6 +195,8 @@ class CycleRunner:
                 sources.append(open_source(_path(d.spec), d.format, snapshot_dir=self.project.snapshots_dir))
             works = [self._prepare(d, s, parent, warnings) for d, s in zip(disks, sources, strict=True)]
             reused = self._apply_journal(cyc, works)
+            log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name, cyc.number,
+                     cyc.kind, "resuming" if resumed else "starting", len(works), reused)
             consistency = "crash" if all(s.consistency == "crash" for s in sources) else "none"
             for s in sources:
                 warnings.extend(s.warnings)
@@ -411,6 +416,8 @@ class CycleRunner:
                 slots: threading.BoundedSemaphore) -> None:
         try:
             t0 = time.perf_counter()
+            log.debug("%s cycle %d: put pack %s (%d bytes, %d extents)", self.server.name, cyc.number, pack_id,
+                      len(data), len(entries))
             self.project.store.put(pack_key(self.server.uid, pack_id), data, overwrite=False)
             with self._lock:
                 self.t_upload += time.perf_counter() - t0
@@ -481,6 +488,7 @@ class CycleRunner:
                 c.execute(t.disks.update().where(t.disks.c.server_id == self.server.id,
                                                  t.disks.c.idx == d.index).values(size=d.size))
             c.execute(t.journal.delete().where(t.journal.c.cycle_id == cyc.id))
+        log.info("%s cycle %d committed: %s", self.server.name, cyc.number, key)
         db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
                  server=self.server.name, cycle=cyc.number)
 

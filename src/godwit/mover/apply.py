@@ -89,6 +89,7 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
     if len(m.disks) != len(replicas):
         raise CorruptObjectError(f"cycle {number} of {server.name} has {len(m.disks)} disks, the server "
                                  f"{len(replicas)}")
+    log.info("%s: applying cycle %d (%d disk(s))", server.name, number, len(m.disks))
     for d in m.disks:
         replicas[d.index].begin(number, _ranges(d), d.size)
     total = sum(e.length for d in m.disks for e in d.extents)
