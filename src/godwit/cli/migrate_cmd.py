@@ -34,9 +34,12 @@ def migrate(
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Migrate NAME: `--test` writes its disks at a recovery point and leaves replication running;
-    without it, a planned migration (shutdown, final cycle, apply, write, stop replication).
-    `godwit migrate cleanup NAME` removes a test migration's files."""
+    """Migrate NAME: a test migration (--test) or a planned one.
+
+    `--test` writes the disks at a recovery point and leaves replication running. Without it: the
+    optional shutdown command, a final cycle, apply, write the disks, stop replication.
+    `godwit migrate cleanup NAME` removes a test migration's files.
+    """
     from godwit.migrate import migration
 
     with project_from(project) as p:

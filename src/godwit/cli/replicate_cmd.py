@@ -175,8 +175,11 @@ def check(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None
 @app.command()
 @guarded
 def resync(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
-    """Discard NAME's cycles that are not applied yet (a damaged pack, an interrupted cycle you do
-    not want); the next cycle resends every change since the latest recovery point."""
+    """Discard NAME's cycles that are not applied yet; the next cycle resends their changes.
+
+    For a cycle with a damaged pack, or an interrupted cycle you do not want to resume: the next
+    cycle is computed against the latest recovery point and so resends every change since then.
+    """
     with project_from(project) as p:
         discarded = replication.resync(p, name)
     if json_:
