@@ -57,8 +57,10 @@ def remove_server(project: Project, name: str, *, force: bool = False) -> None:
     if server.state == "replicating" and not force:
         raise ConflictError(f"server {name} is replicating",
                             hint=f"`godwit replicate stop {name}` first, or pass --force")
-    # Cache objects of the server go with it; replicas stay (they may be someone's only copy).
-    for key in list(project.store.list(f"servers/{server.uid}/")):
+    # Cache objects of the server go with it, packs before manifests (the order every release
+    # follows); replicas stay (they may be someone's only copy).
+    keys = list(project.store.list(f"servers/{server.uid}/"))
+    for key in sorted(keys, key=lambda k: k.endswith(".manifest")):
         project.store.delete(key)
     with project.db.tx() as c:
         c.execute(t.servers.delete().where(t.servers.c.id == server.id))

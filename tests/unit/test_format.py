@@ -66,7 +66,7 @@ def _manifest() -> manifest.Manifest:
         store_id="s" * 32, server_uid="u" * 16, server_name="web01", cycle=3, parent=2,
         created="2026-11-25T10:00:00+00:00", consistency="none", block_size=65536, hash="xxh3-128",
         disks=[manifest.DiskManifest(0, 10 << 20, 10 << 20,
-                                     [manifest.Extent(65536, 4096, "p" * 32, 8, 100, 1, b"\x01" * 16)],
+                                     [manifest.Extent(65536, 65536, "p" * 32, 8, 100, 1, b"\x01" * 16)],
                                      [(0, 65536)]),
                manifest.DiskManifest(1, 1 << 20, 0, [], [])])
 
@@ -123,3 +123,19 @@ def test_journal_round_trip_and_truncation() -> None:
     assert journal.decode(data) == entries
     with pytest.raises(CorruptObjectError):
         journal.decode(data[:-3])
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda m: m.disks[0].extents.append(manifest.Extent(0, 65536 * 2, "p" * 32, 8, 1, 1, b"\x01" * 16)),
+     "overlaps"),
+    (lambda m: m.disks[0].zeros.append((1000, 65536)), "block-aligned"),
+    (lambda m: setattr(m, "block_size", 3000), "power of two"),
+    (lambda m: setattr(m, "parent", 3), "earlier cycle"),
+    (lambda m: setattr(m, "consistency", "perfect"), "consistency"),
+    (lambda m: setattr(m.disks[1], "previous_size", 2 << 20), "smaller"),
+])
+def test_manifest_rule_breakers_are_refused(mutate: object, match: str) -> None:
+    m = _manifest()
+    mutate(m)  # type: ignore[operator]
+    with pytest.raises(CorruptObjectError, match=match):
+        manifest.decode(m.encode())

@@ -29,10 +29,10 @@ def prune(hashes_dir: Path, disk_uid: str, keep_from: int) -> None:
     d = hashes_dir / disk_uid
     if not d.is_dir():
         return
-    for f in d.glob("*.bin"):
+    for f in [*d.glob("*.bin"), *d.glob("*.tmp")]:  # a .tmp is a write that died
         try:
             n = int(f.stem)
         except ValueError:
             continue
-        if n < keep_from:
+        if n < keep_from or f.suffix == ".tmp":
             f.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ class Write:
     length: int
 
 
-def load_manifest(store: ObjectStore, server_uid: str, cycle: int) -> mf.Manifest:
+def load_manifest(store: ObjectStore, server_uid: str, cycle: int, *, store_id: str | None = None) -> mf.Manifest:
     key = manifest_key(server_uid, cycle)
     try:
         data = store.get(key)
@@ -39,6 +39,9 @@ def load_manifest(store: ObjectStore, server_uid: str, cycle: int) -> mf.Manifes
     m = mf.decode(data, f"manifest of cycle {cycle}")
     if m.server_uid != server_uid or m.cycle != cycle:
         raise CorruptObjectError(f"manifest {key} belongs to another server or cycle")
+    if store_id is not None and m.store_id != store_id:
+        raise CorruptObjectError(f"manifest {key} was written into another cache store ({m.store_id})",
+                                 hint="objects were copied between stores; they are not trusted")
     return m
 
 

@@ -24,6 +24,8 @@ MAGIC = b"GWMF"
 VERSION = 1
 HEADER = MAGIC + bytes([VERSION, 0, 0, 0])
 CONSISTENCY = ("crash", "none")
+#: A manifest body larger than this is refused before it is parsed (a bomb, or damage).
+MAX_BODY = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -115,17 +117,25 @@ def decode(data: bytes, name: str = "manifest") -> Manifest:
     if data[4] != VERSION:
         raise CorruptObjectError(f"{name} has format version {data[4]}; this godwit reads {VERSION}",
                                  hint="upgrade godwit")
+    if data[5:8] != b"\0\0\0":
+        raise CorruptObjectError(f"{name} has reserved header bytes set (written by a newer godwit?)")
     if xxhash.xxh3_128_digest(data[:-16]) != data[-16:]:
         raise CorruptObjectError(f"{name} failed its checksum (truncated or damaged)",
                                  hint="the cycle is not trusted; run a new cycle to resend the changes")
     try:
-        doc = json.loads(zstandard.ZstdDecompressor().decompress(data[len(HEADER):-16]))
+        reader = zstandard.ZstdDecompressor().stream_reader(data[len(HEADER):-16])
+        body = reader.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise CorruptObjectError(f"{name} body is larger than {MAX_BODY >> 20} MiB")
+        doc = json.loads(body)
         packs = doc["packs"]
         disks = []
         for d in doc["disks"]:
             extents = []
             for row in d["extents"]:
                 off, length, pidx, pos, stored, codec, csum = row
+                if not isinstance(pidx, int) or not 0 <= pidx < len(packs) or len(csum) != 32:
+                    raise CorruptObjectError(f"{name}: extent row {row!r} is invalid")
                 extents.append(Extent(_int(off, "offset"), _int(length, "length"), packs[pidx],
                                       _int(pos, "pos"), _int(stored, "stored"), _int(codec, "codec"),
                                       bytes.fromhex(csum)))
@@ -141,8 +151,29 @@ def decode(data: bytes, name: str = "manifest") -> Manifest:
         raise CorruptObjectError(f"{name} does not parse: {exc!r}") from None
     if doc.get("format") != VERSION:
         raise CorruptObjectError(f"{name} body has format {doc.get('format')!r}, expected {VERSION}")
-    for d in m.disks:
-        for e in d.extents:
-            if e.offset + e.length > d.size:
-                raise CorruptObjectError(f"{name}: extent at {e.offset} runs past disk {d.index}'s end")
+    _validate(m, name)
     return m
+
+
+def _validate(m: Manifest, name: str) -> None:
+    """Refuse a manifest whose fields break the format's rules (docs/format.md, "Extents")."""
+    bs = m.block_size
+    if bs < 4096 or bs & (bs - 1):
+        raise CorruptObjectError(f"{name}: block size {bs} is not a power of two >= 4096")
+    if m.consistency not in CONSISTENCY or m.hash not in ("xxh3-128", "blake3"):
+        raise CorruptObjectError(f"{name}: unknown consistency {m.consistency!r} or hash {m.hash!r}")
+    if m.parent is not None and (not isinstance(m.parent, int) or isinstance(m.parent, bool)
+                                 or not 0 < m.parent < m.cycle):
+        raise CorruptObjectError(f"{name}: parent {m.parent!r} is not an earlier cycle")
+    if sorted(d.index for d in m.disks) != list(range(len(m.disks))):
+        raise CorruptObjectError(f"{name}: disk indexes are not 0..{len(m.disks) - 1}")
+    for d in m.disks:
+        if d.previous_size > d.size:
+            raise CorruptObjectError(f"{name}: disk {d.index} is smaller than in its parent cycle")
+        runs = sorted([(e.offset, e.length) for e in d.extents] + list(d.zeros))
+        end = 0
+        for off, n in runs:
+            if n <= 0 or off < end or off % bs or off + n > d.size or ((off + n) % bs and off + n != d.size):
+                raise CorruptObjectError(f"{name}: run at {off}+{n} on disk {d.index} overlaps, is not "
+                                         "block-aligned, or runs past the disk's end")
+            end = off + n

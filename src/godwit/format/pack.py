@@ -89,7 +89,9 @@ def read_index(data: bytes, name: str = "pack") -> list[PackEntry]:
         raise CorruptObjectError(f"{name} index checksum mismatch")
     entries = []
     for i in range(count):
-        disk, codec, _flags, stored, offset, length, pos, checksum = ENTRY.unpack_from(index, i * ENTRY.size)
+        disk, codec, flags, stored, offset, length, pos, checksum = ENTRY.unpack_from(index, i * ENTRY.size)
+        if flags:
+            raise CorruptObjectError(f"{name} entry {i} has flags {flags:#x} this godwit does not know")
         if pos + stored > index_start or pos < len(HEADER):
             raise CorruptObjectError(f"{name} entry {i} points outside the pack")
         entries.append(PackEntry(disk, offset, length, pos, stored, codec, checksum))

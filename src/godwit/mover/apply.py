@@ -81,7 +81,7 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
                  progress: ProgressFn | None) -> ApplyResult:
     t0 = time.perf_counter()
     db = project.db
-    m = load_manifest(project.store, server.uid, number)
+    m = load_manifest(project.store, server.uid, number, store_id=project.store_id())
     latest = max((max(r.points()) if r.points() else 0) for r in replicas)
     if m.parent not in (None, latest) and number not in replicas[0].points():
         raise ReplicaError(f"cycle {number} of {server.name} builds on cycle {m.parent}, but the replicas are at "

@@ -48,7 +48,7 @@ class BandwidthSchedule:
                 raise ConfigError(f"throttle window {spec!r} is not HH:MM-HH:MM",
                                   hint='write windows like "08:00-18:00" = 50')
             h1, m1, h2, m2 = (int(g) for g in m.groups())
-            if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+            if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
                 raise ConfigError(f"throttle window {spec!r} has an impossible time")
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"throttle window {spec!r} needs a positive Mbps number, got {value!r}")
@@ -83,23 +83,21 @@ class TokenBucket:
         self.held_seconds = 0.0
 
     def consume(self, nbytes: int) -> None:
-        while nbytes > 0:
-            bps = self._rate()
-            if bps is None:
-                return
-            bytes_per_s = bps * 1e6 / 8
-            burst = max(bytes_per_s / 4, 64 * 1024)
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(burst, self._tokens + (now - self._last) * bytes_per_s)
-                self._last = now
-                take = min(nbytes, burst)
-                if self._tokens >= take:
-                    self._tokens -= take
-                    nbytes -= int(take)
-                    continue
-                wait = (take - self._tokens) / bytes_per_s
-                self.held_seconds += wait
+        """Take ``nbytes`` from the bucket, sleeping off any debt (the bucket may go negative, so a
+        large put waits in proportion to its size and concurrent callers queue fairly)."""
+        bps = self._rate()
+        if bps is None or nbytes <= 0:
+            return
+        bytes_per_s = bps * 1e6 / 8
+        burst = max(bytes_per_s / 4, 64 * 1024)
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(burst, self._tokens + (now - self._last) * bytes_per_s)
+            self._last = now
+            self._tokens -= nbytes
+            wait = -self._tokens / bytes_per_s if self._tokens < 0 else 0.0
+            self.held_seconds += wait
+        if wait > 0:
             self._sleep(wait)
 
 
