@@ -116,3 +116,19 @@ def test_migration_bad_input(project: Project, tmp_path: Path) -> None:
         migration.test_migration(project, "s", out_dir=blocker / "sub")
     with pytest.raises(UsageError, match="not a number"):
         migration.test_migration(project, "s", recovery_point="first", out_dir=tmp_path / "x")
+
+
+def test_orphan_packs_are_collected_but_not_committed_ones(project: Project, tmp_path: Path) -> None:
+    from godwit.mover.apply import collect_orphans
+
+    disks = _setup(project, tmp_path)
+    server = project.db.server("s")
+    orphan = f"servers/{server.uid}/packs/{'0' * 32}.pack"
+    project.store.put(orphan, b"left by a process that died before journaling it")
+    scribble(disks[0], seed=5)
+    replication.cycle(project, "s")  # committed, not applied: its packs must stay
+    committed = [k for k in project.store.list(f"servers/{server.uid}/packs/") if k != orphan]
+    assert collect_orphans(project, server) == [orphan]
+    assert sorted(project.store.list(f"servers/{server.uid}/packs/")) == sorted(committed)
+    apply_server(project, "s")
+    assert list(project.store.list(f"servers/{server.uid}/")) == []

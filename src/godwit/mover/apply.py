@@ -58,6 +58,38 @@ def release_cache(project: Project, server: Server) -> None:
         project.db.update_cycle(c.id, manifest_key=None)
 
 
+def collect_orphans(project: Project, server: Server) -> list[str]:
+    """Delete packs no committed manifest and no journal names (put by a process that died before
+    journaling them). Runs only while no cycle of the server is running; returns deleted keys."""
+    from sqlalchemy import select
+
+    from godwit.errors import ConflictError
+
+    try:
+        with server_lock(project.state_dir, server.name, "cycle"):
+            referenced: set[str] = set()
+            for c in project.db.cycles(server.id, ("committed",)):
+                try:
+                    referenced.update(load_manifest(project.store, server.uid, c.number).packs())
+                except (ObjectMissingError, CorruptObjectError):
+                    return []  # cannot tell what the damaged cycle names: delete nothing
+            with project.db.tx() as conn:
+                open_ids = [c.id for c in project.db.cycles(server.id, ("open",))]
+                if open_ids:
+                    rows = conn.execute(select(t.journal.c.pack_id).where(t.journal.c.cycle_id.in_(open_ids)))
+                    referenced.update(r.pack_id for r in rows)
+            prefix = f"servers/{server.uid}/packs/"
+            orphans = [k for k in project.store.list(prefix)
+                       if k.endswith(".pack") and k[len(prefix):-5] not in referenced]
+            for k in orphans:
+                project.store.delete(k)
+            if orphans:
+                log.info("%s: deleted %d orphan pack(s)", server.name, len(orphans))
+            return orphans
+    except ConflictError:
+        return []  # a cycle is running; next time
+
+
 def apply_server(project: Project, name: str, *, progress: ProgressFn | None = None,
                  limit: int | None = None) -> list[ApplyResult]:
     server = project.db.server(name)
@@ -124,6 +156,7 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
         c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(state="applied", applied=now))
     db.event("info", f"recovery point {number} sealed", server=server.name, cycle=number)
     release_cache(project, server)
+    collect_orphans(project, server)
     _retain(project, server, replicas)
     return ApplyResult(number, done, time.perf_counter() - t0)
 
