@@ -100,7 +100,7 @@ def test_kill_during_apply_keeps_points_exact(project: Project, tmp_path: Path) 
     undo = project.replicas_dir / "s" / "disk0.undo" / "0000000002.undo"
     for attempt in range(3):
         proc = _godwit(project, "mover", "run", "--once", "--json")
-        _wait_for(lambda: undo.exists() or proc.poll() is not None)
+        _wait_for(lambda p=proc: undo.exists() or p.poll() is not None)
         time.sleep(0.01 * attempt)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
