@@ -119,7 +119,7 @@ def test_abort_rolls_back(factory: Factory) -> None:
     point1 = bytes(m.data)
     writes = _writes(rng, size, 6)
     r.begin(2, [(o, n) for o, _, n in writes], 3 * MiB)
-    for off, data, n in writes:
+    for off, data, _n in writes:
         if data is not None:
             r.write(off, data)
     r.abort(2)

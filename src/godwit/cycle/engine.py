@@ -198,14 +198,14 @@ class CycleRunner:
             log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name, cyc.number,
                      cyc.kind, "resuming" if resumed else "starting", len(works), reused)
             consistency = "crash" if all(s.consistency == "crash" for s in sources) else "none"
-            for s in sources:
-                warnings.extend(s.warnings)
-            for w in warnings:
-                db.event("warning", w, server=self.server.name, cycle=cyc.number)
             t_read, t_cpu = self._scan_and_upload(cyc, works)
         finally:
             for s in sources:
                 s.close()
+            for s in sources:  # after close: releasing a snapshot can warn too
+                warnings.extend(s.warnings)
+            for w in warnings:
+                db.event("warning", w, server=self.server.name, cycle=cyc.number)
         self._commit(cyc, works, parent, consistency, store_id, t_read, t_cpu, started)
         return self._result(db.cycle(self.server.id, cyc.number), resumed=resumed, warnings=warnings,
                             works=works, reused=reused)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 
 class Extent(NamedTuple):
@@ -43,7 +43,7 @@ class DiskSource(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
-    def __enter__(self) -> DiskSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

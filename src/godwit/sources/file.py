@@ -93,8 +93,8 @@ class FileSource(DiskSource):
         return out
 
     def read_into(self, offset: int, buf: memoryview) -> None:
-        if offset + len(buf) > self.size:
-            raise SourceError(f"read past the end of {self.description}")
+        if offset < 0 or offset + len(buf) > self.size:
+            raise SourceError(f"read outside {self.description} ({offset}+{len(buf)} of {self.size})")
         done = 0
         while done < len(buf):
             n = os.preadv(self._fd, [buf[done:]], offset + done)
@@ -104,6 +104,8 @@ class FileSource(DiskSource):
             done += n
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise SourceError(f"extents outside {self.description} ({offset}+{length} of {self.size})")
         end = offset + length
         pos = offset
         while pos < end:
