@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,7 @@ class Project:
     _store: ObjectStore | None = field(default=None, repr=False)
     max_mbps_override: float | None = None
     bucket: TokenBucket | None = None
+    _store_id: str | None = field(default=None, repr=False)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -80,15 +82,28 @@ class Project:
         return self._store
 
     def store_id(self) -> str:
-        """The cache store's identity; created with the store, checked on every open."""
+        """The cache store's identity, created with the first object (any store kind)."""
+        from godwit.errors import ObjectExistsError, ObjectMissingError
+
+        if self._store_id is not None:
+            return self._store_id
         try:
-            doc = json.loads(self.store.get(STORE_CONFIG_KEY))
-            return str(doc["id"])
-        except StoreError:
-            raise
-        except (ValueError, KeyError, TypeError):
+            raw = self.store.get(STORE_CONFIG_KEY)
+        except ObjectMissingError:
+            doc = {"format": 1, "id": secrets.token_hex(16), "created": time.time()}
+            with contextlib.suppress(ObjectExistsError):  # another process made it first: read theirs
+                self.store.put(STORE_CONFIG_KEY, json.dumps(doc).encode(), overwrite=False)
+            raw = self.store.get(STORE_CONFIG_KEY)
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != 1:
+                raise StoreError(f"{STORE_CONFIG_KEY} has format {doc.get('format')!r}; this godwit reads 1",
+                                 hint="upgrade godwit")
+            self._store_id = str(doc["id"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise StoreError(f"{STORE_CONFIG_KEY} in the cache store is damaged",
-                             hint="restore it from the state: `godwit store check`") from None
+                             hint="restore it from a backup; godwit will not guess the store's id") from None
+        return self._store_id
 
     def close(self) -> None:
         if self._store is not None:
@@ -112,13 +127,8 @@ def init(root: Path, name: str | None = None) -> Project:
     except OSError as exc:
         raise ProjectError(f"cannot create a project in {root}: {exc.strerror}") from None
     project = open_project(root)
-    from godwit.errors import ObjectMissingError
-
-    try:
-        project.store_id()
-    except ObjectMissingError:
-        doc = {"format": 1, "id": secrets.token_hex(16), "created": time.time()}
-        project.store.put(STORE_CONFIG_KEY, json.dumps(doc).encode(), overwrite=False)
+    if project.config.cache.kind == "local":
+        project.store_id()  # azure: made on first use, once the account is configured
     return project
 
 

@@ -27,8 +27,10 @@ def migrate(
     test: Annotated[bool, typer.Option("--test", help="Test migration: replication keeps running.")] = False,
     recovery_point: Annotated[str, typer.Option("--recovery-point", "-r",
                                                 help="A recovery point number or `latest` (test only).")] = "latest",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="raw, vhd (fixed, for Azure) or qcow2.")] = "raw",
-    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for NAME-diskN.EXT files.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="raw, vhd (fixed, for Azure), qcow2, or pageblob "
+                                                            "(server-side copy; --out is a container).")] = "raw",
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for NAME-diskN.EXT files "
+                                                                     "(a container name with pageblob).")] = None,
     shutdown_command: Annotated[str | None, typer.Option(help="Planned only: a shell command that shuts the "
                                                               "source down before the final cycle.")] = None,
     project: ProjectOpt = None,

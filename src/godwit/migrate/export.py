@@ -14,13 +14,14 @@ from pathlib import Path
 from godwit.errors import MigrationError, UsageError
 from godwit.replicas.base import PointReader
 
-FORMATS = {"raw": "raw", "vhd": "vhd", "qcow2": "qcow2"}
+FORMATS = {"raw": "raw", "vhd": "vhd", "qcow2": "qcow2", "pageblob": "pageblob"}
 _IO = 8 << 20
 
 
 def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
-        raise UsageError(f"format {fmt!r} is unknown", hint="use raw, vhd (fixed, for Azure) or qcow2")
+        raise UsageError(f"format {fmt!r} is unknown",
+                         hint="use raw, vhd (fixed, for Azure), qcow2, or pageblob (a copy in the replicas' account)")
     return fmt
 
 
@@ -66,7 +67,8 @@ def _write_sparse(reader: PointReader, fd: int) -> None:
 
 
 def export(reader: PointReader, out: Path, fmt: str) -> Path:
-    check_format(fmt)
+    if check_format(fmt) == "pageblob":
+        raise UsageError("pageblob is not a file format")
     partial = out.with_name(out.name + ".partial")
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -77,7 +79,7 @@ def export(reader: PointReader, out: Path, fmt: str) -> Path:
 
                 size = rounded_size(reader.size)
                 os.ftruncate(fd, size)
-                os.pwrite(fd, footer(size), size)
+                os.pwrite(fd, reader.vhd_footer() or footer(size), size)
             else:
                 os.ftruncate(fd, reader.size)
             os.fsync(fd)

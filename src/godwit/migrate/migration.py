@@ -73,8 +73,54 @@ class MigrationResult:
     seconds: float
 
 
+def _copy_point_to_blobs(project: Project, server: Server, rp: RecoveryPoint, container: str) -> list[str]:
+    """The page-blob export: a server-side copy of each disk's snapshot, ready to become a managed disk."""
+    from godwit.replicas.pageblob import PageBlobReplica, copy_point_to_blob
+
+    if project.config.replicas.kind != "azure":
+        raise UsageError("--format pageblob needs page-blob replicas ([replicas] kind = \"azure\")",
+                         hint="use --format vhd to write fixed VHD files instead")
+    files: list[str] = []
+    for d in project.db.disks(server.id):
+        replica = open_replica(project, server, d)
+        try:
+            assert isinstance(replica, PageBlobReplica)
+            name = f"{server.name}-disk{d.idx}-rp{rp.number}.vhd"
+            copy_point_to_blob(replica, rp.number, container, name)
+            files.append(f"blob:{container}/{name}")
+        finally:
+            replica.close()
+    return files
+
+
+def _remove_output(project: Project, server: Server, entry: str) -> bool:
+    if not entry.startswith("blob:"):
+        p = Path(entry)
+        if p.exists():
+            p.unlink()
+            return True
+        return False
+    from godwit.replicas.pageblob import PageBlobReplica
+
+    container, _, name = entry[len("blob:"):].partition("/")
+    replica = open_replica(project, server, project.db.disks(server.id)[0])
+    try:
+        assert isinstance(replica, PageBlobReplica) and replica._service is not None
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            replica._service.get_blob_client(container, name).delete_blob(delete_snapshots="include")
+        except ResourceNotFoundError:
+            return False
+        return True
+    finally:
+        replica.close()
+
+
 def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str, out_dir: Path) -> list[str]:
     check_format(fmt)
+    if fmt == "pageblob":
+        return _copy_point_to_blobs(project, server, rp, str(out_dir))
     disks = project.db.disks(server.id)
     replicas = [open_replica(project, server, d) for d in disks]
     readers = [r.open_point(rp.number) for r in replicas]
@@ -130,9 +176,7 @@ def cleanup(project: Project, name: str) -> list[str]:
         raise NotFoundError(f"server {name} has no test migration to clean up")
     for row in rows:
         for f in json.loads(row.files):
-            p = Path(f)
-            if p.exists():
-                p.unlink()
+            if _remove_output(project, server, f):
                 removed.append(f)
         with project.db.tx() as c:
             c.execute(t.migrations.update().where(t.migrations.c.id == row.id).values(state="cleaned"))
@@ -150,6 +194,9 @@ def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir:
 
     t0 = time.perf_counter()
     check_format(fmt)
+    if fmt == "pageblob":
+        raise UsageError("a planned migration writes files; copy the final point with a test migration",
+                         hint="use --format vhd, or `godwit migrate NAME --test --format pageblob` after it")
     server = project.db.server(name)
     if server.state == "migrated":
         raise ConflictError(f"server {name} is already migrated")

@@ -41,6 +41,10 @@ class PointReader(ABC):
         """Ranges that may hold data (everything else reads as zeros), or None if unknown."""
         return None
 
+    def vhd_footer(self) -> bytes | None:
+        """The fixed-VHD footer this point already carries (page blobs do), or None."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 

@@ -116,6 +116,15 @@ class _SnapshotReader(PointReader):
         except Exception as exc:
             raise _fail(exc, self._settings, f"reading recovery point {self._number}") from None
 
+    def vhd_footer(self) -> bytes | None:
+        """The point's own footer, so a VHD exported from it equals the blob byte for byte."""
+        at = vhd.rounded_size(self.size)
+        try:
+            data: bytes = self._blob.download_blob(offset=at, length=vhd.FOOTER_SIZE).readall()
+        except Exception as exc:
+            raise _fail(exc, self._settings, f"reading the footer of recovery point {self._number}") from None
+        return data if len(data) == vhd.FOOTER_SIZE else None
+
     def allocated(self) -> list[tuple[int, int]] | None:
         try:
             ranges = [(r.start, r.end + 1) for r in self._blob.list_page_ranges() if not r.cleared]
