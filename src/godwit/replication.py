@@ -186,20 +186,33 @@ def check_cache(project: Project, name: str) -> list[dict[str, Any]]:
 def resync(project: Project, name: str) -> list[int]:
     """Discard cycles not yet applied (damaged or unwanted); the next cycle resends every change
     since the replicas' latest recovery point. Returns the discarded cycle numbers."""
+    from godwit.cycle import hashstore
     from godwit.cycle.engine import pack_key
     from godwit.cycle.reader import load_manifest
     from godwit.errors import CorruptObjectError, ObjectMissingError
     from godwit.locks import server_lock
 
     server = project.db.server(name)
+    disks = project.db.disks(server.id)
     discarded: list[int] = []
     with server_lock(project.state_dir, name, "cycle"), server_lock(project.state_dir, name, "apply"):
         for c in project.db.cycles(server.id, ("open", "committed")):
-            try:
-                for p in load_manifest(project.store, server.uid, c.number).packs():
-                    project.store.delete(pack_key(server.uid, p))
-            except (ObjectMissingError, CorruptObjectError):
-                pass
+            packs: list[str] = []
+            if c.state == "committed":
+                # The mover may have applied part of it before it failed or died: the next cycle
+                # must resend everything it touched, whatever the block hashes say. Recorded
+                # before any object goes, so a crash here loses nothing.
+                try:
+                    m = load_manifest(project.store, server.uid, c.number)
+                    packs = m.packs()
+                    for dm in m.disks:
+                        ranges = [(e.offset, e.length) for e in dm.extents] + list(dm.zeros)
+                        hashstore.add_forced(project.hashes_dir, disks[dm.index].uid, ranges)
+                except (ObjectMissingError, CorruptObjectError):
+                    for disk in disks:
+                        hashstore.add_forced(project.hashes_dir, disk.uid, None)
+            for p in packs:
+                project.store.delete(pack_key(server.uid, p))
             with project.db.tx() as conn:
                 for row in conn.execute(select(t.journal.c.pack_id).where(t.journal.c.cycle_id == c.id)):
                     project.store.delete(pack_key(server.uid, row.pack_id))
@@ -208,7 +221,7 @@ def resync(project: Project, name: str) -> list[int]:
             if c.manifest_key:
                 project.store.delete(c.manifest_key)
             discarded.append(c.number)
-        for d in project.db.disks(server.id):
+        for d in disks:
             project.db.set_disk(d.id, state="ok", error=None)
     project.db.event("warning", f"resync: discarded cycles {discarded or 'none'}", server=name)
     return discarded

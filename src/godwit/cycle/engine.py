@@ -158,12 +158,14 @@ class CycleRunner:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.t_upload = 0.0
+        self._held0 = 0.0
         self.packs_uploaded = 0
 
     # -- entry point -------------------------------------------------------------------------
 
     def run(self, kind: str = "delta") -> CycleResult:
-        with server_lock(self.project.state_dir, self.server.name, "cycle"):
+        # Waits out the mover's short orphan collection; a cycle in another process still refuses.
+        with server_lock(self.project.state_dir, self.server.name, "cycle", wait=30):
             return self._run(kind)
 
     def _run(self, kind: str) -> CycleResult:
@@ -198,6 +200,11 @@ class CycleRunner:
             log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name, cyc.number,
                      cyc.kind, "resuming" if resumed else "starting", len(works), reused)
             consistency = "crash" if all(s.consistency == "crash" for s in sources) else "none"
+            if reused and consistency == "crash":
+                # Journaled packs were read from the dead run's snapshot, the rest from a new one.
+                consistency = "none"
+                warnings.append("this cycle resumes an interrupted one: its data comes from two snapshots, "
+                                "so it is not point-in-time (consistency none); the next cycle will be")
             t_read, t_cpu = self._scan_and_upload(cyc, works)
         finally:
             for s in sources:
@@ -235,22 +242,39 @@ class CycleRunner:
                                 "other settings; this cycle resends the whole disk")
             else:
                 previous_size, digests = loaded
-                base = bytes(digests)
+                forced = hashstore.load_forced(self.project.hashes_dir, disk.uid)
+                if forced and forced.get("all"):
+                    warnings.append(f"disk {disk.idx}: resync asked for the whole disk; this cycle resends it")
+                else:
+                    for off, n in (forced or {}).get("ranges", []):
+                        # A digest no block has: these blocks count as changed.
+                        lo, hi = off // self.bs, min(-(-(off + n) // self.bs), len(digests) // DIGEST)
+                        digests[lo * DIGEST:hi * DIGEST] = b"\xff" * (DIGEST * max(0, hi - lo))
+                    base = bytes(digests)
         nblocks = blockhashes.block_count(size, self.bs)
         return DiskWork(disk, source, size, previous_size, base, bytearray(nblocks * DIGEST))
 
     def _apply_journal(self, cyc: Cycle, works: list[DiskWork]) -> int:
-        """Mark blocks of journaled packs as sent; returns how many packs are reused."""
+        """Mark blocks of journaled packs as sent; returns how many packs are reused.
+
+        An extent that no longer fits the disk as it is now (the disk grew past an unaligned end,
+        or a disk is gone) is not reused: its blocks are read and sent again.
+        """
         with self.project.db.tx() as c:
             rows = c.execute(select(t.journal).where(t.journal.c.cycle_id == cyc.id)).all()
         by_idx = {w.disk.idx: w for w in works}
+        used = 0
         for row in rows:
+            took = False
             for je in journal.decode(row.payload):
                 e = je.entry
                 w = by_idx.get(e.disk)
-                if w is None or e.offset + e.length > w.size or e.offset % self.bs:
-                    raise CorruptObjectError(f"resume journal of cycle {cyc.number} does not match the disks",
-                                             hint="the open cycle cannot be resumed; contact support")
+                end = e.offset + e.length
+                if e.offset % self.bs:
+                    raise CorruptObjectError(f"resume journal of cycle {cyc.number} has an unaligned extent",
+                                             hint=f"run `godwit replicate resync {self.server.name}`")
+                if w is None or end > w.size or (end % self.bs and end != w.size):
+                    continue
                 if w.skip is None:
                     w.skip = bytearray(len(w.new) // DIGEST)
                 first = e.offset // self.bs
@@ -260,7 +284,9 @@ class CycleRunner:
                 w.extents.append(manifest.Extent(e.offset, e.length, row.pack_id, e.pos, e.stored, e.codec,
                                                  e.checksum))
                 w.bytes_changed += e.length
-        return len(rows)
+                took = True
+            used += took
+        return used
 
     # -- the pipeline ------------------------------------------------------------------------
 
@@ -336,6 +362,7 @@ class CycleRunner:
         return ChunkResult(w, offset, length, digests, data, zeros, length if is_data else 0, t_read, t_cpu)
 
     def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork]) -> tuple[float, float]:
+        self._held0 = self.project.bucket.held_seconds if self.project.bucket else 0.0
         conc = self.cfg.replication.upload_concurrency
         self._target = self.cfg.cache.pack_size_mib << 20
         self._slots = threading.BoundedSemaphore(conc + 1)  # packs in memory, waiting or in flight
@@ -456,13 +483,14 @@ class CycleRunner:
                               self.cfg.replication.hash, self.bs, w.size, w.new)
         key = manifest_key(self.server.uid, cyc.number)
         try:
+            manifest.validate(m, key)  # never commit what the mover would refuse
             self.project.store.put(key, m.encode(), overwrite=False)
         except ObjectExistsError:
             raise ObjectExistsError(f"cycle {cyc.number} of server {self.server.name} already has a manifest "
                                     "in the cache store that this appliance did not write",
                                     hint="two appliances may be replicating the same server into one store; "
                                          "stop one") from None
-        held = self.project.bucket.held_seconds if self.project.bucket else 0.0
+        held = (self.project.bucket.held_seconds if self.project.bucket else 0.0) - self._held0
         stats: dict[str, object] = {
             "bytes_read": sum(w.bytes_read for w in works),
             "bytes_changed": sum(w.bytes_changed for w in works),
@@ -488,6 +516,8 @@ class CycleRunner:
                 c.execute(t.disks.update().where(t.disks.c.server_id == self.server.id,
                                                  t.disks.c.idx == d.index).values(size=d.size))
             c.execute(t.journal.delete().where(t.journal.c.cycle_id == cyc.id))
+        for disk in db.disks(self.server.id):  # a resync's forced ranges are in this cycle now
+            hashstore.clear_forced(self.project.hashes_dir, disk.uid)
         log.info("%s cycle %d committed: %s", self.server.name, cyc.number, key)
         db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
                  server=self.server.name, cycle=cyc.number)

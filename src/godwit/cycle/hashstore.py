@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from godwit.errors import CorruptObjectError
 from godwit.format import blockhashes
@@ -29,10 +30,51 @@ def prune(hashes_dir: Path, disk_uid: str, keep_from: int) -> None:
     d = hashes_dir / disk_uid
     if not d.is_dir():
         return
-    for f in [*d.glob("*.bin"), *d.glob("*.tmp")]:  # a .tmp is a write that died
+    for f in [*d.glob("*.bin"), *d.glob("*.tmp")]:  # an old .tmp is a write that died
         try:
             n = int(f.stem)
         except ValueError:
             continue
-        if n < keep_from or f.suffix == ".tmp":
+        if n < keep_from:  # a live .tmp belongs to a cycle at or after keep_from: leave it
             f.unlink(missing_ok=True)
+
+
+def forced_path(hashes_dir: Path, disk_uid: str) -> Path:
+    return hashes_dir / disk_uid / "resend.json"
+
+
+def add_forced(hashes_dir: Path, disk_uid: str, ranges: list[tuple[int, int]] | None) -> None:
+    """Make the next cycle resend these byte ranges (None: the whole disk), whatever the hashes say.
+
+    ``resync`` uses it for the ranges of discarded cycles, which a replica may hold partly applied.
+    """
+    import json
+    import os
+
+    p = forced_path(hashes_dir, disk_uid)
+    doc = load_forced(hashes_dir, disk_uid) or {"all": False, "ranges": []}
+    if ranges is None:
+        doc["all"] = True
+    else:
+        doc["ranges"] = [*doc["ranges"], *[list(r) for r in ranges]]
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".new")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, p)
+
+
+def load_forced(hashes_dir: Path, disk_uid: str) -> dict[str, Any] | None:
+    import json
+
+    p = forced_path(hashes_dir, disk_uid)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"all": True, "ranges": []}  # damaged: the safe reading is "resend everything"
+    return doc if isinstance(doc, dict) else {"all": True, "ranges": []}
+
+
+def clear_forced(hashes_dir: Path, disk_uid: str) -> None:
+    forced_path(hashes_dir, disk_uid).unlink(missing_ok=True)

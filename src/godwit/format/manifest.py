@@ -151,11 +151,11 @@ def decode(data: bytes, name: str = "manifest") -> Manifest:
         raise CorruptObjectError(f"{name} does not parse: {exc!r}") from None
     if doc.get("format") != VERSION:
         raise CorruptObjectError(f"{name} body has format {doc.get('format')!r}, expected {VERSION}")
-    _validate(m, name)
+    validate(m, name)
     return m
 
 
-def _validate(m: Manifest, name: str) -> None:
+def validate(m: Manifest, name: str) -> None:
     """Refuse a manifest whose fields break the format's rules (docs/format.md, "Extents")."""
     bs = m.block_size
     if bs < 4096 or bs & (bs - 1):

@@ -69,6 +69,9 @@ def _write_sparse(reader: PointReader, fd: int) -> None:
 def export(reader: PointReader, out: Path, fmt: str) -> Path:
     if check_format(fmt) == "pageblob":
         raise UsageError("pageblob is not a file format")
+    if out.exists():
+        raise MigrationError(f"{out} already exists; godwit does not overwrite a migrated disk",
+                             hint="remove it (`godwit migrate cleanup` for a test migration) or pick another --out")
     partial = out.with_name(out.name + ".partial")
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

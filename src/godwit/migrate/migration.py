@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from godwit.locks import server_lock
 from godwit.migrate.export import check_format, check_out_dir, export, needed_bytes
 from godwit.mover.apply import apply_server
 from godwit.project import Project
+from godwit.replicas.base import PointReader
 from godwit.replicas.factory import open_replica
 from godwit.state import schema as t
 from godwit.state.db import RecoveryPoint, Server
@@ -93,13 +95,23 @@ def _copy_point_to_blobs(project: Project, server: Server, rp: RecoveryPoint, co
     return files
 
 
+def _stamp(path: str) -> str:
+    """A file's identity as written: path, inode and modification time. Cleanup deletes only a
+    file that is still that very file, never a later migration's output at the same path."""
+    st = os.stat(path)
+    return f"{path}\0{st.st_ino}\0{st.st_mtime_ns}"
+
+
 def _remove_output(project: Project, server: Server, entry: str) -> bool:
     if not entry.startswith("blob:"):
-        p = Path(entry)
-        if p.exists():
-            p.unlink()
-            return True
-        return False
+        path = entry.partition("\0")[0]
+        try:
+            if _stamp(path) != entry:
+                return False  # replaced or changed since: not ours to delete
+        except FileNotFoundError:
+            return False
+        Path(path).unlink()
+        return True
     from godwit.replicas.pageblob import PageBlobReplica
 
     container, _, name = entry[len("blob:"):].partition("/")
@@ -123,9 +135,11 @@ def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str,
         return _copy_point_to_blobs(project, server, rp, str(out_dir))
     disks = project.db.disks(server.id)
     replicas = [open_replica(project, server, d) for d in disks]
-    readers = [r.open_point(rp.number) for r in replicas]
+    readers: list[PointReader] = []
     files: list[str] = []
     try:
+        for r in replicas:
+            readers.append(r.open_point(rp.number))
         check_out_dir(out_dir, sum(needed_bytes(rd, fmt) for rd in readers))
         for d, rd in zip(disks, readers, strict=True):
             target = out_dir / f"{server.name}-disk{d.idx}.{EXTENSIONS[fmt]}"
@@ -144,9 +158,10 @@ def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str,
 
 
 def _record(project: Project, server: Server, kind: str, rp: int, fmt: str, out_dir: Path, files: list[str]) -> None:
+    stamped = [f if f.startswith("blob:") else _stamp(f) for f in files]
     with project.db.tx() as c:
         c.execute(t.migrations.insert().values(server_id=server.id, kind=kind, recovery_point=rp, format=fmt,
-                                               out_dir=str(out_dir.resolve()), files=json.dumps(files),
+                                               out_dir=str(out_dir), files=json.dumps(stamped),
                                                created=time.time(), state="done"))
 
 
@@ -177,7 +192,7 @@ def cleanup(project: Project, name: str) -> list[str]:
     for row in rows:
         for f in json.loads(row.files):
             if _remove_output(project, server, f):
-                removed.append(f)
+                removed.append(f.partition("\0")[0])
         with project.db.tx() as c:
             c.execute(t.migrations.update().where(t.migrations.c.id == row.id).values(state="cleaned"))
     project.db.event("info", f"test migration cleaned up ({len(removed)} file(s))", server=name)
@@ -217,6 +232,8 @@ def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir:
                                      + (f": {last[-1]}" if last else ""),
                                      hint="fix it or run without --shutdown-command; replication goes on")
         final = replication.cycle(project, name, kind="final")
+        if final.resumed:  # it finished an interrupted cycle, whose blocks were read before the shutdown
+            final = replication.cycle(project, name, kind="final")
         apply_server(project, name)
         server = project.db.server(name)
         with server_lock(project.state_dir, name, "apply"):
@@ -269,7 +286,7 @@ def verify(project: Project, name: str, recovery_point: str = "latest") -> Verif
                         mismatches.append((min(reader.size, size), abs(reader.size - size)))
                     step = 64 * bs
                     for off in range(0, min(size, reader.size), step):
-                        data = memoryview(reader.read(off, min(step, size - off)))
+                        data = memoryview(reader.read(off, min(step, min(size, reader.size) - off)))
                         for i in range(0, len(data), bs):
                             b = (off + i) // bs
                             if digest(data[i:i + bs]) != expected[b * DIGEST:(b + 1) * DIGEST]:

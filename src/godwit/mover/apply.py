@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from godwit.cycle import hashstore
 from godwit.cycle.engine import pack_key
 from godwit.cycle.reader import iter_writes, load_manifest
-from godwit.errors import CorruptObjectError, GodwitError, ObjectMissingError, ReplicaError
+from godwit.errors import ConflictError, CorruptObjectError, GodwitError, ObjectMissingError, ReplicaError
 from godwit.locks import server_lock
 from godwit.project import Project
 from godwit.replicas.base import ReplicaDisk
@@ -93,7 +93,7 @@ def collect_orphans(project: Project, server: Server) -> list[str]:
 def apply_server(project: Project, name: str, *, progress: ProgressFn | None = None,
                  limit: int | None = None) -> list[ApplyResult]:
     server = project.db.server(name)
-    with server_lock(project.state_dir, name, "apply"):
+    with server_lock(project.state_dir, name, "apply", wait=10):  # a test migration may be exporting
         release_cache(project, server)  # finish releases a crash interrupted
         disks = project.db.disks(server.id)
         replicas = [open_replica(project, server, d) for d in disks]
@@ -114,8 +114,11 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
     t0 = time.perf_counter()
     db = project.db
     m = load_manifest(project.store, server.uid, number, store_id=project.store_id())
-    latest = max((max(r.points()) if r.points() else 0) for r in replicas)
-    if m.parent not in (None, latest) and number not in replicas[0].points():
+    # The state's recovery points are the truth: a replica may carry a point sealed by a run that
+    # died before recording it, or a cycle later discarded by resync.
+    sealed = db.recovery_points(server.id)
+    latest = sealed[-1].number if sealed else 0
+    if m.parent not in (None, latest):
         raise ReplicaError(f"cycle {number} of {server.name} builds on cycle {m.parent}, but the replicas are at "
                            f"recovery point {latest}", hint="cycles must be applied in order; run `godwit mover run`")
     if len(m.disks) != len(replicas):
@@ -186,6 +189,8 @@ def run_mover(project: Project, *, progress_for: Callable[[str], ProgressFn | No
         try:
             out[s.name] = len(apply_server(project, s.name,
                                            progress=progress_for(s.name) if progress_for else None))
+        except ConflictError:
+            log.info("%s: busy (a migration or another mover holds it); next round", s.name)
         except GodwitError as exc:
             log.error("%s: %s", s.name, exc.message)
             out[s.name] = exc

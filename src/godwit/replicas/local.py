@@ -325,10 +325,15 @@ class LocalReplica(ReplicaDisk):
 
     def seal(self, number: int) -> None:
         fd = self._open()
-        os.fsync(fd)
-        points = self.points()
-        if number not in points:
-            self._save_state([*points, number])
+        try:
+            os.fsync(fd)
+            points = self.points()
+            if number not in points:
+                self._save_state([*points, number])
+        except OSError as exc:
+            raise ReplicaError(f"cannot seal recovery point {number} of {self.live}: {exc.strerror}",
+                               hint="check the disk holding the replicas; the cycle is applied again next time"
+                               ) from None
 
     def abort(self, number: int) -> None:
         """Roll back a partial apply of cycle ``number`` to the last sealed point."""
@@ -375,10 +380,16 @@ class LocalReplica(ReplicaDisk):
             raise NotFoundError(f"recovery point {number} does not exist on {self.live}"
                                 + (f" (available: {', '.join(map(str, points))})" if points else ""))
         latest = max(points)
-        undos = [_Undo(self._undo_path(n)) for n in range(number + 1, latest + 1)]
-        if self._undo_path(latest + 1).exists():
-            # A later cycle is being applied right now or was interrupted: its undo restores ``latest``.
-            undos.append(_Undo(self._undo_path(latest + 1)))
+        undos: list[_Undo] = []
+        # Every undo journal after the point, and the one of a cycle being applied (or interrupted)
+        # after ``latest``. Cycles that were discarded or aborted have none, and need none.
+        for n in range(number + 1, latest + 2):
+            path = self._undo_path(n)
+            if path.exists():
+                undos.append(_Undo(path))
+            elif n in points:
+                raise CorruptObjectError(f"undo journal {path} is missing",
+                                         hint=f"recovery points before {n} of this disk cannot be read")
         size = undos[0].old_size if undos else self.size
         return LocalPointReader(self.live, size, undos)
 
