@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import queue
 import secrets
 import threading
 import time
@@ -29,7 +30,7 @@ from godwit.cycle import hashstore, journal
 from godwit.errors import CorruptObjectError, GodwitError, ObjectExistsError, ObjectMissingError, SourceError
 from godwit.format import blockhashes, manifest
 from godwit.format.hashing import block_digest, extent_checksum
-from godwit.format.pack import CODEC_RAW, CODEC_ZSTD, PackBuilder
+from godwit.format.pack import CODEC_RAW, CODEC_ZSTD, ENTRY, TRAILER, PackBuilder
 from godwit.locks import server_lock
 from godwit.project import Project
 from godwit.sources import DiskSource, open_source
@@ -39,6 +40,8 @@ from godwit.state.db import Cycle, Disk, Server
 log = logging.getLogger("godwit.cycle")
 
 CHUNK = 4 << 20
+SAMPLE = 64 << 10  # compressibility sample
+SAMPLE_FROM = 256 << 10  # extents at least this long are sampled before being compressed
 DIGEST = 16
 HOLE_PIECE = 1 << 30
 
@@ -76,11 +79,12 @@ class ChunkResult:
     offset: int
     length: int
     digests: bytes
-    data: list[tuple[int, int, bytes, int, bytes]]  # offset, length, blob, codec, checksum
+    data: list[tuple[int, int, bytes | memoryview, int, bytes]]  # offset, length, blob, codec, checksum
     zeros: list[tuple[int, int]]
     bytes_read: int
     t_read: float
     t_cpu: float
+    buf: mmap.mmap | None = None  # the read buffer raw blobs point into; back to the pool after _take
 
 
 @dataclass
@@ -137,10 +141,9 @@ def block_runs(source: DiskSource, size: int, bs: int) -> Iterator[tuple[int, in
 
 
 class _Worker:
-    """Per-thread state: a page-aligned read buffer and a zstd compressor (never shared)."""
+    """Per-thread state: a zstd compressor (one shared between threads segfaulted: FIELD-NOTES)."""
 
     def __init__(self, level: int) -> None:
-        self.buf = mmap.mmap(-1, CHUNK)
         self.cctx = zstandard.ZstdCompressor(level=level)
 
 
@@ -307,15 +310,37 @@ class CycleRunner:
             self._local.w = wk
         return wk
 
+    def _compress(self, chunk: memoryview) -> tuple[bytes | memoryview, int]:
+        """zstd when it pays; otherwise the bytes themselves (by reference, no copy)."""
+        cctx = self._worker().cctx
+        if len(chunk) >= SAMPLE_FROM:
+            # Random data (encrypted volumes, media, compressed files) does not shrink: a sample
+            # says so for a fraction of the cost of compressing the whole extent.
+            sample = cctx.compress(chunk[:SAMPLE])
+            if len(sample) >= SAMPLE * 0.97:
+                return chunk, CODEC_RAW
+        blob = cctx.compress(chunk)
+        if len(blob) >= len(chunk):
+            return chunk, CODEC_RAW
+        return blob, CODEC_ZSTD
+
     def _process(self, w: DiskWork, offset: int, length: int, is_data: bool) -> ChunkResult:
+        buf = self._read_bufs.get() if is_data else None
+        try:
+            return self._process_in(w, offset, length, buf)
+        except BaseException:
+            if buf is not None:
+                self._read_bufs.put(buf)
+            raise
+
+    def _process_in(self, w: DiskWork, offset: int, length: int, buf: mmap.mmap | None) -> ChunkResult:
         bs = self.bs
         first = offset // bs
         nblocks = -(-length // bs)
         t_read = 0.0
         mv: memoryview | None = None
-        if is_data:
-            wk = self._worker()
-            mv = memoryview(wk.buf)[:length]
+        if buf is not None:
+            mv = memoryview(buf)[:length]
             t0 = time.perf_counter()
             w.source.read_into(offset, mv)
             t_read = time.perf_counter() - t0
@@ -330,7 +355,7 @@ class CycleRunner:
         lo, hi = first * DIGEST, (first + nblocks) * DIGEST
         skip = w.skip
         unchanged = base is not None and len(base) >= hi and base[lo:hi] == digests
-        data: list[tuple[int, int, bytes, int, bytes]] = []
+        data: list[tuple[int, int, bytes | memoryview, int, bytes]] = []
         zeros: list[tuple[int, int]] = []
         if not unchanged:
             runs: list[list[int]] = []  # [first block, end block, is_zero]
@@ -353,21 +378,30 @@ class CycleRunner:
                     continue
                 assert mv is not None
                 chunk = mv[a:e]
-                blob = self._worker().cctx.compress(chunk)
-                codec = CODEC_ZSTD
-                if len(blob) >= len(chunk):
-                    blob, codec = bytes(chunk), CODEC_RAW
+                blob, codec = self._compress(chunk)
                 data.append((offset + a, e - a, blob, codec, extent_checksum(chunk)))
         t_cpu = time.perf_counter() - t1
-        return ChunkResult(w, offset, length, digests, data, zeros, length if is_data else 0, t_read, t_cpu)
+        return ChunkResult(w, offset, length, digests, data, zeros, length if mv is not None else 0, t_read,
+                           t_cpu, buf)
 
     def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork]) -> tuple[float, float]:
         self._held0 = self.project.bucket.held_seconds if self.project.bucket else 0.0
         conc = self.cfg.replication.upload_concurrency
         self._target = self.cfg.cache.pack_size_mib << 20
-        self._slots = threading.BoundedSemaphore(conc + 1)  # packs in memory, waiting or in flight
+        # Page-aligned buffers, reused: packs are built in place (no join, direct I/O possible) and
+        # the pool bounds the packs in memory, waiting or in flight, to concurrency + 2.
+        index_room = ((self._target + CHUNK) // self.bs + 2) * ENTRY.size + TRAILER.size
+        cap = -(-(self._target + CHUNK + index_room + 4096) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._pack_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(conc + 2):
+            self._pack_bufs.put(mmap.mmap(-1, cap))
+        # Read buffers travel with their chunk's result until its extents are copied into a pack.
+        self._read_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(self.workers * 2 + 1):
+            self._read_bufs.put(mmap.mmap(-1, CHUNK))
         self._uploads: list[Future[None]] = []
-        self._builder = PackBuilder()
+        self._builder: PackBuilder | None = None
+        self._builder_buf: mmap.mmap | None = None
         self._pending: list[journal.JournalEntry] = []
         self._by_idx = {w.disk.idx: w for w in works}
         self._cyc = cyc
@@ -411,36 +445,51 @@ class CycleRunner:
                     w.new[lo + b * DIGEST:lo + (b + 1) * DIGEST] = r.digests[b * DIGEST:(b + 1) * DIGEST]
         w.zeros.extend(r.zeros)
         w.bytes_read += r.bytes_read
-        for off, length, blob, codec, checksum in r.data:
-            if len(self._builder) and self._builder.size + len(blob) > self._target:
-                self._flush()
-            b0 = (off - r.offset) // self.bs
-            nb = -(-length // self.bs)
-            entry = self._builder.add(w.disk.idx, off, length, blob, codec, checksum)
-            self._pending.append(journal.JournalEntry(entry, r.digests[b0 * DIGEST:(b0 + nb) * DIGEST]))
-            w.bytes_changed += length
-            w.bytes_sent += len(blob)
+        try:
+            for off, length, blob, codec, checksum in r.data:
+                builder = self._builder
+                if builder is not None and len(builder) and (builder.size + len(blob) > self._target
+                                                             or not builder.fits(len(blob))):
+                    self._flush()
+                    builder = None
+                if builder is None:
+                    self._builder_buf = self._pack_bufs.get()  # waits while every buffer is in flight
+                    builder = self._builder = PackBuilder(self._builder_buf)
+                b0 = (off - r.offset) // self.bs
+                nb = -(-length // self.bs)
+                entry = builder.add(w.disk.idx, off, length, blob, codec, checksum)
+                self._pending.append(journal.JournalEntry(entry, r.digests[b0 * DIGEST:(b0 + nb) * DIGEST]))
+                w.bytes_changed += length
+                w.bytes_sent += len(blob)
+        finally:
+            r.data.clear()  # drop views into the read buffer before it is reused
+            if r.buf is not None:
+                self._read_bufs.put(r.buf)
         w.done += r.length
         if self.progress is not None:
             self.progress(w.disk.idx, w.done, w.size)
 
     def _flush(self) -> None:
-        if not len(self._builder):
+        builder, buf = self._builder, self._builder_buf
+        self._builder = self._builder_buf = None
+        if builder is None or buf is None:
+            return
+        if not len(builder):
+            self._pack_bufs.put(buf)
             return
         for up in [u for u in self._uploads if u.done()]:
             up.result()  # surface an upload error as early as possible
-        self._slots.acquire()
         pack_id = secrets.token_hex(16)
-        data, entries = self._builder.finish(), self._pending
-        self._uploads.append(self._upool.submit(self._upload, self._cyc, pack_id, data, entries, self._slots))
+        data, entries = builder.finish(), self._pending
+        self._uploads.append(self._upool.submit(self._upload, self._cyc, pack_id, data, entries, buf))
         for je in entries:
             e = je.entry
             self._by_idx[e.disk].extents.append(
                 manifest.Extent(e.offset, e.length, pack_id, e.pos, e.stored, e.codec, e.checksum))
-        self._builder, self._pending = PackBuilder(), []
+        self._pending = []
 
-    def _upload(self, cyc: Cycle, pack_id: str, data: bytes, entries: list[journal.JournalEntry],
-                slots: threading.BoundedSemaphore) -> None:
+    def _upload(self, cyc: Cycle, pack_id: str, data: bytes | memoryview, entries: list[journal.JournalEntry],
+                buf: mmap.mmap) -> None:
         try:
             t0 = time.perf_counter()
             log.debug("%s cycle %d: put pack %s (%d bytes, %d extents)", self.server.name, cyc.number, pack_id,
@@ -453,7 +502,8 @@ class CycleRunner:
                 c.execute(t.journal.insert().values(cycle_id=cyc.id, pack_id=pack_id, size=len(data),
                                                     payload=journal.encode(entries)))
         finally:
-            slots.release()
+            del data
+            self._pack_bufs.put(buf)
 
     # -- commit ------------------------------------------------------------------------------
 
