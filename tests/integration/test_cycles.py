@@ -206,3 +206,38 @@ def test_bandwidth_cap_holds_the_data_plane(project: Project, tmp_path: Path) ->
     assert elapsed >= 1.7
     assert res.t_throttle >= 1.5
     assert res.bottleneck == "throttle"
+
+
+def test_many_small_runs_between_holes(tmp_path: Path) -> None:
+    """Tasks group small data runs and holes; changes in data, in holes, and data turned to zeros."""
+    import random
+
+    from godwit.project import open_project
+
+    root = tmp_path / "proj"
+    init(root).close()
+    cfg = root / "godwit.toml"
+    cfg.write_text(cfg.read_text().replace("block_size_kib = 64", "block_size_kib = 4"))
+    p = open_project(root)
+    rng = random.Random(3)
+    img = tmp_path / "d.raw"
+    size = (9 << 20) + 1000
+    with open(img, "wb") as f:
+        f.truncate(size)
+        for _ in range(400):  # small runs, mostly a few KiB, scattered across holes
+            f.seek(rng.randrange(0, size - 9000))
+            f.write(rng.randbytes(rng.randrange(1, 9000)))
+    add_server(p, "s", [str(img)])
+    replication.start(p, "s")
+    replay = Replayer(p, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
+    for _ in range(3):
+        for _ in range(60):
+            off = rng.randrange(0, size - 5000)
+            n = rng.randrange(1, 5000)
+            write_at(img, off, bytes(n) if rng.random() < 0.3 else rng.randbytes(n))
+        replication.cycle(p, "s")
+        replay.catch_up()
+        assert bytes(replay.disks[0]) == img.read_bytes()
+    p.close()

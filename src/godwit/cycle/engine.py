@@ -293,15 +293,36 @@ class CycleRunner:
 
     # -- the pipeline ------------------------------------------------------------------------
 
-    def _tasks(self, works: list[DiskWork]) -> Iterator[tuple[DiskWork, int, int, bool]]:
+    def _tasks(self, works: list[DiskWork]) -> Iterator[tuple[DiskWork, int, int, list[tuple[int, int, bool]]]]:
+        """Tasks of at most CHUNK bytes of disk, each a list of block-aligned (offset, length,
+        is_data) runs. Small runs share a task: a disk of 1 MiB data runs between holes would
+        otherwise cost one task per run, and per-task overhead then rivals the read itself.
+        Holes of CHUNK or more are tasks of their own and are never read."""
         for w in works:
+            group: list[tuple[int, int, bool]] = []
             for off, length, is_data in block_runs(w.source, w.size, self.bs):
-                piece = CHUNK if is_data else HOLE_PIECE
+                if not is_data and length >= CHUNK:
+                    if group:
+                        yield w, group[0][0], sum(n for _, n, _ in group), group
+                        group = []
+                    end = off + length
+                    while off < end:
+                        n = min(HOLE_PIECE, end - off)
+                        yield w, off, n, [(off, n, False)]
+                        off += n
+                    continue
                 end = off + length
                 while off < end:
-                    n = min(piece, end - off)
-                    yield w, off, n, is_data
+                    room = CHUNK - (off - group[0][0]) if group else CHUNK
+                    if room <= 0:
+                        yield w, group[0][0], sum(n for _, n, _ in group), group
+                        group = []
+                        continue
+                    n = min(room, end - off)
+                    group.append((off, n, is_data))
                     off += n
+            if group:
+                yield w, group[0][0], sum(n for _, n, _ in group), group
 
     def _worker(self) -> _Worker:
         wk: _Worker | None = getattr(self._local, "w", None)
@@ -324,33 +345,42 @@ class CycleRunner:
             return chunk, CODEC_RAW
         return blob, CODEC_ZSTD
 
-    def _process(self, w: DiskWork, offset: int, length: int, is_data: bool) -> ChunkResult:
-        buf = self._read_bufs.get() if is_data else None
+    def _process(self, w: DiskWork, offset: int, length: int, runs: list[tuple[int, int, bool]]) -> ChunkResult:
+        buf = self._read_bufs.get() if any(d for _, _, d in runs) else None
         try:
-            return self._process_in(w, offset, length, buf)
+            return self._process_in(w, offset, length, runs, buf)
         except BaseException:
             if buf is not None:
                 self._read_bufs.put(buf)
             raise
 
-    def _process_in(self, w: DiskWork, offset: int, length: int, buf: mmap.mmap | None) -> ChunkResult:
+    def _process_in(self, w: DiskWork, offset: int, length: int, subruns: list[tuple[int, int, bool]],
+                    buf: mmap.mmap | None) -> ChunkResult:
         bs = self.bs
         first = offset // bs
         nblocks = -(-length // bs)
         t_read = 0.0
-        mv: memoryview | None = None
-        if buf is not None:
-            mv = memoryview(buf)[:length]
-            t0 = time.perf_counter()
-            w.source.read_into(offset, mv)
-            t_read = time.perf_counter() - t0
+        bytes_read = 0
         t1 = time.perf_counter()
-        tail = length - (nblocks - 1) * bs  # bytes in the last block of this chunk
+        mv = memoryview(buf)[:length] if buf is not None else None
+        parts: list[bytes] = []
+        for soff, slen, is_data in subruns:  # block-aligned, except a disk's partial last block
+            if is_data:
+                assert mv is not None
+                smv = mv[soff - offset:soff - offset + slen]
+                t0 = time.perf_counter()
+                w.source.read_into(soff, smv)
+                t_read += time.perf_counter() - t0
+                bytes_read += slen
+                parts.append(b"".join([self.digest(smv[i:i + bs]) for i in range(0, slen, bs)]))
+            else:  # a hole reads as zeros: its digests are known without reading
+                nb = -(-slen // bs)
+                stail = slen - (nb - 1) * bs
+                parts.append(self.zero_digest * (nb - 1)
+                             + (self.zero_digest if stail == bs else self.digest(bytes(stail))))
+        digests = b"".join(parts)
+        tail = length - (nblocks - 1) * bs  # bytes in the last block of this task
         tail_zero = self.zero_digest if tail == bs else self.digest(bytes(tail))
-        if mv is not None:
-            digests = b"".join([self.digest(mv[i:i + bs]) for i in range(0, length, bs)])
-        else:
-            digests = self.zero_digest * (nblocks - 1) + tail_zero
         base = w.base
         lo, hi = first * DIGEST, (first + nblocks) * DIGEST
         skip = w.skip
@@ -380,9 +410,8 @@ class CycleRunner:
                 chunk = mv[a:e]
                 blob, codec = self._compress(chunk)
                 data.append((offset + a, e - a, blob, codec, extent_checksum(chunk)))
-        t_cpu = time.perf_counter() - t1
-        return ChunkResult(w, offset, length, digests, data, zeros, length if mv is not None else 0, t_read,
-                           t_cpu, buf)
+        t_cpu = time.perf_counter() - t1 - t_read
+        return ChunkResult(w, offset, length, digests, data, zeros, bytes_read, t_read, t_cpu, buf)
 
     def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork]) -> tuple[float, float]:
         self._held0 = self.project.bucket.held_seconds if self.project.bucket else 0.0

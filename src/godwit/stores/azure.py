@@ -63,10 +63,11 @@ class AzureSettings:
     # Measured on Azurite (bench/azure.py, quiet machine, HTTPS): with the cycle's 4 pack uploads
     # in flight, one Put Blob per pack (up to 64 MiB) gave 340 MB/s against 273 MB/s for 8 MiB
     # blocks two at a time plus a Put Block List: a quarter of the requests, and no commit step.
-    # Larger objects still go in blocks, max_concurrency at a time. MD5 per request costs a core ~50 ms per 32 MiB (about 650 MB/s),
-    # which halved the cycle's throughput on 2 cores; it is off by default because TLS already
-    # authenticates every byte on the wire (plain http is refused except to loopback) and the mover
-    # verifies every extent's own checksum before writing. Turn it on behind TLS-inspecting proxies.
+    # Larger objects still go in blocks, max_concurrency at a time.
+    # MD5 per request costs a core ~50 ms per 32 MiB (about 650 MB/s), which halved the cycle's
+    # throughput on 2 cores; it is off by default because TLS already authenticates every byte on
+    # the wire (plain http is refused except to loopback) and the mover verifies every extent's own
+    # checksum before writing. Turn it on behind TLS-inspecting proxies.
     max_concurrency: int = 2
     block_size_mib: int = 8
     single_put_mib: int = 64
