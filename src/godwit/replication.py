@@ -132,9 +132,14 @@ def status(project: Project, name: str | None = None) -> list[dict[str, Any]]:
         committed = [c for c in cycles if c.state in ("committed", "applied")]
         last = committed[-1] if committed else None
         stored = sum(c.bytes_sent for c in committed if c.state == "committed")
+        waiting = [c.id for c in committed if c.state == "committed"]  # in the cache, not yet applied
         with project.db.tx() as c:
             per_disk = {r.disk_id: r for r in c.execute(
                 select(t.cycle_disks).where(t.cycle_disks.c.cycle_id == last.id))} if last else {}
+            stored_by_disk: dict[int, int] = {}
+            if waiting:
+                for row in c.execute(select(t.cycle_disks).where(t.cycle_disks.c.cycle_id.in_(waiting))):
+                    stored_by_disk[row.disk_id] = stored_by_disk.get(row.disk_id, 0) + (row.bytes_sent or 0)
         disks = []
         for d in project.db.disks(s.id):
             r = per_disk.get(d.id)
@@ -144,6 +149,8 @@ def status(project: Project, name: str | None = None) -> list[dict[str, Any]]:
                 "last_cycle": last.number if last else None,
                 "bytes_read": r.bytes_read if r else 0, "bytes_sent": r.bytes_sent if r else 0,
                 "bytes_changed": r.bytes_changed if r else 0,
+                "bytes_stored": stored_by_disk.get(d.id, 0),
+                "throughput_bps": (r.bytes_read / last.t_wall) if r and last and last.t_wall else None,
             })
         rps = project.db.recovery_points(s.id)
         out.append({

@@ -50,6 +50,8 @@ def test_two_disks_five_cycles_migrations(tmp_path: Path) -> None:
 
     status = json.loads(godwit(tmp_path, "replicate", "status", "web01", "--json").stdout)[0]
     assert status["last_cycle"] == 5 and status["latest_recovery_point"] == 5
+    assert [d["bytes_stored"] for d in status["disks"]] == [0, 0]  # everything applied and released
+    assert all(d["bytes_read"] > 0 and d["throughput_bps"] for d in status["disks"])
     assert status["rpo_seconds"] is not None and status["cycles"][-1]["bottleneck"] in (
         "source", "cpu", "store", "throttle", "none")
     points = [p["number"] for p in json.loads(godwit(tmp_path, "recovery-points", "web01", "--json").stdout)]

@@ -133,12 +133,12 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
         last = s["cycles"][-1] if s["cycles"] else None
         for d in s["disks"]:
             first = d["index"] == 0
-            tp = s["throughput_bps"]
+            tp = d["throughput_bps"]
             table.add_row(
                 s["server"] if first else "", str(d["index"]), d["state"],
                 str(s["last_cycle"] or "-") + (f" (open: {s['open_cycle']})" if s["open_cycle"] else ""),
                 human_age(s["rpo_seconds"]), human_bytes(d["bytes_read"]), human_bytes(d["bytes_sent"]),
-                human_bytes(s["bytes_stored"]) if first else "", f"{tp / 1e6:.0f}" if tp and first else "",
+                human_bytes(d["bytes_stored"]), f"{tp / 1e6:.0f}" if tp else "",
                 (last["bottleneck"] if last else "-") if first else "",
                 str(s["latest_recovery_point"] or "-") if first else "")
     out.print(table)
