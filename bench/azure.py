@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+from benchimage import MIB, key, log, make_image
 
 # Run as a script, this file's folder heads sys.path, and this file (azure.py) would shadow the
 # azure package of the SDK: drop the folder before anything imports azure.
@@ -48,44 +49,25 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != _HERE]
 
 REPO = Path(__file__).resolve().parents[1]
-MIB = 1 << 20
 GIB = 1 << 30
-EXTENT = MIB
 WRITE = 64 << 10
 ACCOUNT = "godwitbench"
 KEY_ENV = "GODWIT_BENCH_AZURITE_KEY"
 SERVER = "bench"
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# -- the image (same generator and seed as bench/replicate.py) -----------------------------------
-
-def _key(seed: int, purpose: str) -> bytes:
-    return blake3.blake3(f"godwit-bench/{purpose}/{seed}".encode()).digest(32)
 
 
-def make_image(path: Path, size: int, seed: int, data_fraction: float = 0.6) -> int:
-    nslots = size // EXTENT
-    slots = sorted(random.Random(seed).sample(range(nslots), round(nslots * data_fraction)))
-    key = _key(seed, "image")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        for s in slots:
-            os.pwrite(fd, blake3.blake3(s.to_bytes(8, "little"), key=key).digest(length=EXTENT), s * EXTENT)
-    finally:
-        os.close(fd)
-    return len(slots) * EXTENT
+
 
 
 def scattered_writes(size: int, seed: int, fraction: float) -> list[tuple[int, bytes]]:
     count = max(1, round(size * fraction / WRITE))
     slots = random.Random(seed + 1).sample(range(size // WRITE), count)
-    key = _key(seed, "delta")
-    return [(s * WRITE, blake3.blake3(s.to_bytes(8, "little"), key=key).digest(length=WRITE)) for s in slots]
+    k = key(seed, "delta")
+    return [(s * WRITE, blake3.blake3(s.to_bytes(8, "little"), key=k).digest(length=WRITE)) for s in slots]
 
 
 def data_extents(path: Path) -> Iterator[tuple[int, int]]:

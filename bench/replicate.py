@@ -36,7 +36,6 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+from benchimage import EXTENT, MIB, key, log, make_image
 
-MIB = 1 << 20
 GIB = 1 << 30
-EXTENT = MIB  # data/hole granularity of the generated image
 WRITE = 64 << 10  # size of one scattered write of the delta
 READ_BUF = 4 * MIB
 SERVER = "bench"
@@ -64,33 +62,6 @@ def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     return r.ru_utime + r.ru_stime
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# -- the image -------------------------------------------------------------------------------
-
-
-def _key(seed: int, purpose: str) -> bytes:
-    return blake3.blake3(f"godwit-bench/{purpose}/{seed}".encode()).digest(32)
-
-
-def make_image(path: Path, size: int, seed: int, data_fraction: float = 0.6) -> int:
-    """Write a sparse image; returns the number of data bytes. Deterministic for a seed."""
-    nslots = size // EXTENT
-    ndata = round(nslots * data_fraction)
-    slots = sorted(random.Random(seed).sample(range(nslots), ndata))
-    key = _key(seed, "image")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, size)
-        for s in slots:
-            data = blake3.blake3(s.to_bytes(8, "little"), key=key).digest(length=EXTENT)
-            os.pwrite(fd, data, s * EXTENT)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return ndata * EXTENT
 
 
 def apply_writes(path: Path, size: int, seed: int, fraction: float = 0.01, align: int = WRITE) -> tuple[int, int]:
@@ -103,14 +74,14 @@ def apply_writes(path: Path, size: int, seed: int, fraction: float = 0.01, align
     count = max(1, round(size * fraction / WRITE))
     rng = random.Random(seed + 1)
     slots = rng.sample(range(size // WRITE), count)
-    key = _key(seed, "delta")
+    k = key(seed, "delta")
     fd = os.open(path, os.O_WRONLY)
     try:
         for s in slots:
             shift = rng.randrange(0, WRITE, align) if align < WRITE else 0
             if (s + 1) * WRITE + shift > size:
                 shift = 0
-            os.pwrite(fd, blake3.blake3(s.to_bytes(8, "little"), key=key).digest(length=WRITE), s * WRITE + shift)
+            os.pwrite(fd, blake3.blake3(s.to_bytes(8, "little"), key=k).digest(length=WRITE), s * WRITE + shift)
         os.fsync(fd)
     finally:
         os.close(fd)

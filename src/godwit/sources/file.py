@@ -40,22 +40,27 @@ def open_for_writing_elsewhere(fd: int) -> bool | None:
     return False
 
 
+def open_readonly(path: Path) -> int:
+    """Open a disk for reading, or raise a SourceError that says what to do."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SourceError(f"disk {path} does not exist",
+                          hint="check the path, or `godwit server remove` the server") from None
+    except PermissionError:
+        raise SourceError(f"disk {path} is not readable (permission denied)",
+                          hint="run godwit as a user that can read the disk") from None
+    except OSError as exc:
+        raise SourceError(f"disk {path} cannot be opened: {exc.strerror}") from None
+
+
 class FileSource(DiskSource):
     def __init__(self, path: Path, *, snapshot_dir: Path | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.description = str(path)
         self._clone: Path | None = None
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SourceError(f"disk {path} does not exist",
-                              hint="check the path, or `godwit server remove` the server") from None
-        except PermissionError:
-            raise SourceError(f"disk {path} is not readable (permission denied)",
-                              hint="run godwit as a user that can read the disk") from None
-        except OSError as exc:
-            raise SourceError(f"disk {path} cannot be opened: {exc.strerror}") from None
+        fd = open_readonly(self.path)
         st = os.fstat(fd)
         self.is_block = stat.S_ISBLK(st.st_mode)
         if not (self.is_block or stat.S_ISREG(st.st_mode)):

@@ -45,7 +45,7 @@ from typing import IO, Any
 
 from godwit.errors import SourceError
 from godwit.sources.base import DiskSource, Extent
-from godwit.sources.file import open_for_writing_elsewhere
+from godwit.sources.file import open_for_writing_elsewhere, open_readonly
 
 ALLOCATION = "base:allocation"
 STATE_ZERO = 2  # NBD_STATE_ZERO: the run reads as zeros (NBD_STATE_HOLE alone does not promise it)
@@ -210,16 +210,7 @@ class NbdSource(DiskSource):
         if shutil.which("qemu-nbd") is None:
             raise SourceError(f"disk {path}: cannot read {fmt} images, qemu-nbd is not installed",
                               hint="install qemu-utils (Debian/Ubuntu) or qemu-img (RHEL/Fedora)")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SourceError(f"disk {path} does not exist",
-                              hint="check the path, or `godwit server remove` the server") from None
-        except PermissionError:
-            raise SourceError(f"disk {path} is not readable (permission denied)",
-                              hint="run godwit as a user that can read the disk") from None
-        except OSError as exc:
-            raise SourceError(f"disk {path} cannot be opened: {exc.strerror}") from None
+        fd = open_readonly(path)
         try:
             in_use = open_for_writing_elsewhere(fd) is True
         finally:
