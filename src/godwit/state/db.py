@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, select
@@ -82,6 +83,47 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+#: The newest migration in ``migrations/versions`` (a test keeps the two in step). Checking it with
+#: one query spares every command the cost of loading Alembic when nothing is to be done.
+HEAD_REVISION = "0001"
+
+
+def migrate(connection: Connection) -> None:
+    """Bring the schema to this godwit's head revision; refuse a database from a newer godwit."""
+    from sqlalchemy import inspect, text
+
+    if inspect(connection).has_table("alembic_version") and connection.execute(
+            text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(connection)
+    script = ScriptDirectory.from_config(cfg)
+    from alembic.util import CommandError
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    try:
+        known = current is None or script.get_revision(current) is not None
+    except CommandError:
+        known = False
+    if not known:
+        raise ProjectError(f"the state database is at schema revision {current}, which this godwit does not "
+                           "know (made by a newer godwit?)", hint="use the godwit version that made it, or newer")
+    if current != script.get_current_head():
+        command.upgrade(cfg, "head")
+
+
 class StateDB:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -90,13 +132,7 @@ class StateDB:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             with self.engine.begin() as c:
-                t.metadata.create_all(c)
-                row = c.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
-                if row is None:
-                    c.execute(t.meta.insert().values(key="schema_version", value=str(t.SCHEMA_VERSION)))
-                elif int(row[0]) != t.SCHEMA_VERSION:
-                    raise ProjectError(f"state database schema {row[0]} is not the one this godwit uses "
-                                       f"({t.SCHEMA_VERSION})", hint="use the godwit version that made it")
+                migrate(c)
         except OperationalError as exc:
             raise ProjectError(f"cannot open the state database: {exc.orig}") from None
 

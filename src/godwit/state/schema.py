@@ -1,4 +1,5 @@
-"""Tables of the state database. SCHEMA_VERSION changes with every incompatible change."""
+"""Tables of the state database. Every change here comes with an Alembic revision in
+``migrations/versions`` (tests/unit/test_state_migrations.py checks that they agree)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
 metadata = MetaData()
 
 meta = Table("meta", metadata, Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
