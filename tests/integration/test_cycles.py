@@ -241,3 +241,40 @@ def test_many_small_runs_between_holes(tmp_path: Path) -> None:
         replay.catch_up()
         assert bytes(replay.disks[0]) == img.read_bytes()
     p.close()
+
+
+class _LandsThenReportsExists:
+    """A store whose manifest create lands, then reports 'exists' (a retried request after a
+    timeout), or finds someone else's manifest there."""
+
+    def __init__(self, inner: object, foreign: bool) -> None:
+        self.inner = inner
+        self.foreign = foreign
+
+    def put(self, key: str, data: bytes, *, overwrite: bool = True) -> None:
+        from godwit.errors import ObjectExistsError
+
+        if key.endswith(".manifest"):
+            self.inner.put(key, b"someone else's" if self.foreign else data, overwrite=overwrite)  # type: ignore[attr-defined]
+            raise ObjectExistsError("exists")
+        self.inner.put(key, data, overwrite=overwrite)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("foreign", [False, True])
+def test_manifest_create_retried_after_it_landed(project: Project, tmp_path: Path, foreign: bool) -> None:
+    from godwit.errors import ObjectExistsError
+
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=21)
+    add_server(project, "s", [str(img)])
+    project.store_id()
+    project._store = _LandsThenReportsExists(project.store, foreign)  # type: ignore[assignment]
+    if foreign:
+        with pytest.raises(ObjectExistsError, match="did not write"):
+            replication.start(project, "s")
+    else:
+        res = replication.start(project, "s")
+        assert res is not None and res.number == 1
+        assert project.db.cycles(project.db.server("s").id)[0].state == "committed"

@@ -523,7 +523,9 @@ class CycleRunner:
             t0 = time.perf_counter()
             log.debug("%s cycle %d: put pack %s (%d bytes, %d extents)", self.server.name, cyc.number, pack_id,
                       len(data), len(entries))
-            self.project.store.put(pack_key(self.server.uid, pack_id), data, overwrite=False)
+            # Pack ids are random and nobody else writes them: a plain put, so that a retry of a put
+            # whose first attempt did land (a timeout after the server stored it) cannot fail.
+            self.project.store.put(pack_key(self.server.uid, pack_id), data)
             with self._lock:
                 self.t_upload += time.perf_counter() - t0
                 self.packs_uploaded += 1
@@ -563,12 +565,17 @@ class CycleRunner:
         key = manifest_key(self.server.uid, cyc.number)
         try:
             manifest.validate(m, key)  # never commit what the mover would refuse
-            self.project.store.put(key, m.encode(), overwrite=False)
+            body = m.encode()
+            self.project.store.put(key, body, overwrite=False)
         except ObjectExistsError:
-            raise ObjectExistsError(f"cycle {cyc.number} of server {self.server.name} already has a manifest "
-                                    "in the cache store that this appliance did not write",
-                                    hint="two appliances may be replicating the same server into one store; "
-                                         "stop one") from None
+            # A retried create whose first attempt landed finds our own manifest: that is success.
+            if self.project.store.get(key) == body:
+                log.info("%s cycle %d: manifest already stored by an earlier attempt", self.server.name, cyc.number)
+            else:
+                raise ObjectExistsError(f"cycle {cyc.number} of server {self.server.name} already has a manifest "
+                                        "in the cache store that this appliance did not write",
+                                        hint="two appliances may be replicating the same server into one "
+                                             "store; stop one") from None
         held = (self.project.bucket.held_seconds if self.project.bucket else 0.0) - self._held0
         stats: dict[str, object] = {
             "bytes_read": sum(w.bytes_read for w in works),
