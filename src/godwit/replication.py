@@ -75,8 +75,16 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     stop_event = stop_event or threading.Event()
     report = LoopReport()
     if threading.current_thread() is threading.main_thread():
+        def on_signal(*_: object) -> None:
+            # The first Ctrl-C or SIGTERM lets the running cycle finish; a second one stops it now
+            # (safe: an interrupted cycle resumes from its journal next time).
+            if stop_event.is_set():
+                raise KeyboardInterrupt
+            log.warning("stopping after the running cycle (again to stop now; it will resume)")
+            stop_event.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop_event.set())
+            signal.signal(sig, on_signal)
     last_run: dict[str, float] = {}
     while not stop_event.is_set():
         for server in project.db.servers():
