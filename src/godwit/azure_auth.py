@@ -44,7 +44,9 @@ class CredentialRef:
             return f"environment variable {self.env}"
         if self.file is not None:
             return f"file {self.file}"
-        return "DefaultAzureCredential (environment, managed identity, Azure CLI login)"
+        if self.kind == "default":
+            return "DefaultAzureCredential (environment, managed identity, Azure CLI login)"
+        return "the SAS URL given to godwit"
 
 
 def parse_credential(value: object, section: str, root: Path) -> CredentialRef:

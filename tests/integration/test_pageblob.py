@@ -408,15 +408,19 @@ def test_direct_upload_sas_url(azurite: Azurite, azure_container: str) -> None:
         PageBlobReplica.from_sas_url(f"{azurite.blob_url}/{azure_container}/md-upload")
 
 
-def test_expired_sas_url_error_leaks_nothing(azurite: Azurite, azure_container: str) -> None:
+def test_refused_sas_url_error_leaks_nothing(azurite: Azurite, azure_container: str) -> None:
+    """A SAS the service refuses (signed with another key) names the account, never the signature."""
+    import base64
+
     from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
     with azurite.service() as svc:
         svc.get_blob_client(azure_container, "md-old").create_page_blob(MIB + 512)
     now = datetime.now(UTC)
-    sas = generate_blob_sas(azurite.account, azure_container, "md-old", account_key=azurite.key,
+    sas = generate_blob_sas(azurite.account, azure_container, "md-old",
+                            account_key=base64.b64encode(os.urandom(64)).decode(),
                             permission=BlobSasPermissions(read=True, write=True), start=now - timedelta(hours=2),
-                            expiry=now - timedelta(hours=1))
+                            expiry=now + timedelta(hours=1))
     signature = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
     r = PageBlobReplica.from_sas_url(f"{azurite.blob_url}/{azure_container}/md-old?{sas}",
                                      ca_file=azurite.ca_file, retries=0)
@@ -424,6 +428,7 @@ def test_expired_sas_url_error_leaks_nothing(azurite: Azurite, azure_container: 
         with pytest.raises(ReplicaError, match=f"account {azurite.account} .* refused the credential") as info:
             r.begin(1, [], MIB)
         assert signature not in f"{info.value} {info.value.hint}"
+        assert "DefaultAzureCredential" not in (info.value.hint or "")
     finally:
         r.close()
 
@@ -442,3 +447,41 @@ def test_replica_options(changes: dict[str, Any], message: str, tmp_path: Path) 
 def test_replica_name_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ReplicaError, match="not valid"):
         open_pageblob_replica({}, tmp_path, "../escape")
+
+
+def test_copy_fallback_with_a_size_not_a_multiple_of_512(azurite: Azurite, azure_container: str,
+                                                          tmp_path: Path) -> None:
+    """The page-by-page copy (used when the service refuses a server-side copy) pads the last page."""
+    from godwit.replicas.pageblob import _copy_ranges
+
+    size = MIB - 100
+    data = os.urandom(1000)
+    r = open_pageblob_replica(azurite.options(azure_container), tmp_path, "odd")
+    r.begin(1, [(size - 1000, 1000)], size)
+    r.write(size - 1000, data)
+    r.seal(1)
+    with r.open_point(1) as reader:
+        assert isinstance(reader, type(r.open_point(1)))
+        dest = r._service.get_blob_client(azure_container, "copy.vhd")
+        _copy_ranges(reader, dest, r)  # type: ignore[arg-type]
+    copied = dest.download_blob().readall()
+    pad = vhd.rounded_size(size) - size
+    assert copied[size - 1000:size] == data and copied[size:size + pad] == bytes(pad)
+    r.close()
+
+
+def test_expired_sas_url_says_so_without_the_secret(azurite: Azurite, azure_container: str) -> None:
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    with azurite.service() as svc:
+        svc.get_blob_client(azure_container, "md-old").create_page_blob(MIB + 512)
+    now = datetime.now(UTC)
+    sas = generate_blob_sas(azurite.account, azure_container, "md-old", account_key=azurite.key,
+                            permission=BlobSasPermissions(read=True, write=True), start=now - timedelta(hours=2),
+                            expiry=now - timedelta(hours=1))
+    with pytest.raises(ReplicaError, match="expired at") as info:
+        PageBlobReplica.from_sas_url(f"{azurite.blob_url}/{azure_container}/md-old?{sas}",
+                                     ca_file=azurite.ca_file, retries=0)
+    sig = dict(p.split("=", 1) for p in sas.split("&"))["sig"]
+    assert sig not in str(info.value) and sig not in (info.value.hint or "")
+    assert "grant-access" in (info.value.hint or "")

@@ -37,12 +37,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from godwit import vhd
-from godwit.azure_auth import CredentialRef, build_credential, register_secret
+from godwit.azure_auth import CredentialRef, build_credential, register_secret, sas_expiry
 from godwit.errors import CorruptObjectError, GodwitError, NotFoundError, ReplicaError
 from godwit.replicas.base import PointReader, ReplicaDisk
 from godwit.stores.azure import (
@@ -184,6 +185,10 @@ class PageBlobReplica(ReplicaDisk):
             raise ReplicaError("the blob URL carries no SAS (no sig= in its query)",
                                hint="pass the full SAS URL, including the part after '?'")
         register_secret(parts.query)
+        expiry = sas_expiry(parts.query)
+        if expiry is not None and expiry <= datetime.now(UTC):
+            raise ReplicaError(f"the SAS URL expired at {expiry:%Y-%m-%dT%H:%M:%SZ}",
+                               hint="grant access again (az disk grant-access) and pass the new URL")
         path = [p for p in parts.path.split("/") if p]
         host = parts.hostname or ""
         if host in ("127.0.0.1", "localhost") and path:
@@ -678,9 +683,9 @@ def copy_point_to_blob(replica: PageBlobReplica, number: int, dest_container: st
             if exc.status_code not in (401, 403) or error_code(exc) in ("ContainerNotFound",):
                 raise
             _copy_ranges(reader, dest, replica)
-            return str(dest.url)
+            return _clean_url(str(dest.url))
         _wait_copy(dest, what, timeout)
-        return str(dest.url)
+        return _clean_url(str(dest.url))
     except GodwitError:
         raise
     except Exception as exc:
@@ -690,11 +695,18 @@ def copy_point_to_blob(replica: PageBlobReplica, number: int, dest_container: st
 def _source_url(url: str, settings: AzureSettings) -> str:
     """A snapshot URL the service may read as a copy source: a SAS authorises only the request
     it signs, so the source carries one of its own; a key or an identity covers its own account."""
+    if "sig=" in urlsplit(url).query:
+        return url  # the SDK already put the client's SAS on it
     if settings.credential.kind in ("sas", "connection_string"):
         token = build_credential(settings.credential, settings.account)
         if isinstance(token, str):
             return f"{url}&{token}"
     return url
+
+
+def _clean_url(url: str) -> str:
+    """A blob's address without its query: a SAS must never be printed or stored."""
+    return urlsplit(url)._replace(query="").geturl()
 
 
 def _wait_copy(dest: Any, what: str, timeout: float = 3600.0) -> None:
@@ -717,10 +729,11 @@ def _copy_ranges(reader: _SnapshotReader, dest: Any, replica: PageBlobReplica) -
     length = vhd.rounded_size(reader.size) + vhd.FOOTER_SIZE
     dest.create_page_blob(length)
     for offset, size in reader.allocated() or []:
-        end = -(-(offset + size) // PAGE) * PAGE  # whole pages; read() pads past the disk's end
+        end = -(-(offset + size) // PAGE) * PAGE  # whole pages; past the disk's end they are padding
         for p in range(offset, end, MAX_PUT):
             n = min(MAX_PUT, end - p)
-            dest.upload_page(reader.read(p, n).ljust(n, b"\0"), offset=p, length=n)
+            data = reader.read(p, min(n, reader.size - p))  # read() refuses to go past the disk's end
+            dest.upload_page(data.ljust(n, b"\0"), offset=p, length=n)
     footer = vhd.footer(vhd.rounded_size(reader.size), uuid=replica._uuid, timestamp=replica._created)
     dest.upload_page(footer, offset=length - vhd.FOOTER_SIZE, length=vhd.FOOTER_SIZE)
 
