@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 from pathlib import Path
@@ -117,5 +116,3 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-
-__all__ = ["Replayer", "convert", "make_raw", "os", "read_view", "scribble", "virtual_size", "write_at"]

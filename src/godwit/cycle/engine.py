@@ -197,7 +197,7 @@ class CycleRunner:
         warnings: list[str] = []
         try:
             for d in disks:
-                sources.append(open_source(_path(d.spec), d.format, snapshot_dir=self.project.snapshots_dir))
+                sources.append(open_source(Path(d.spec), d.format, snapshot_dir=self.project.snapshots_dir))
             works = [self._prepare(d, s, parent, warnings) for d, s in zip(disks, sources, strict=True)]
             reused = self._apply_journal(cyc, works)
             log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name, cyc.number,
@@ -629,9 +629,6 @@ def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
             out.append((off, n))
     return out
 
-
-def _path(spec: str) -> Path:
-    return Path(spec)
 
 
 def run_cycle(project: Project, name: str, kind: str = "delta", *, progress: ProgressFn | None = None
