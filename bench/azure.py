@@ -4,7 +4,7 @@ Everything runs on this machine: a 2 GiB raw image (60% random data in 1 MiB ext
 fixed seed) is uploaded into a fresh in-memory Azurite per run (Azurite keeps memory after
 deletes, so it is restarted between large runs) by:
 
-1. godwit's initial cycle (``godwit.replication.start``) into an AzureBlobStore cache (packs are
+1. godwit's initial cycle (``godwit.engine.lifecycle.start``) into an AzureBlobStore cache (packs are
    block blobs), then a delta cycle after 1% of the image is rewritten in scattered 64 KiB writes;
 2. godwit's page-blob replica (``PageBlobReplica``, the mover's path): the image's data extents
    written as a fixed VHD, then the same scattered writes and a seal (a blob snapshot);
@@ -205,8 +205,10 @@ def toml_value(v: Any) -> str:
 def godwit_cycles(az: Azurite, image: Path, workdir: Path, writes: list[tuple[int, bytes]],
                   size: int, validate: str) -> list[Row]:
     """Initial and delta cycle of a project whose cache is an Azure container."""
-    from godwit import inventory, project, replication
-    from godwit.project import STORE_CONFIG_KEY
+    from godwit.engine import inventory
+    from godwit.engine import lifecycle as replication
+    from godwit.project import project
+    from godwit.project.project import STORE_CONFIG_KEY
     from godwit.stores.azure import AzureBlobStore, parse_options
     from godwit.stores.throttle import ThrottledStore, TokenBucket
 
@@ -265,7 +267,7 @@ def godwit_replica(az: Azurite, image: Path, workdir: Path, writes: list[tuple[i
     """The image's data extents into a page-blob replica, then the scattered writes and a seal."""
     from azure.storage.blob import BlobServiceClient
 
-    from godwit.azure_auth import build_credential
+    from godwit.azure.credentials import build_credential
     from godwit.replicas.base import ReplicaDisk
     from godwit.replicas.pageblob import REPLICA_CONCURRENCY, REPLICA_KEYS, PageBlobReplica
     from godwit.stores.azure import client_kwargs, parse_options

@@ -35,10 +35,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from godwit import replication
-    from godwit.inventory import add_server
-    from godwit.mover.apply import apply_server
-    from godwit.project import init
+    from godwit.engine import lifecycle as replication
+    from godwit.engine.inventory import add_server
+    from godwit.engine.mover import apply_server
+    from godwit.project.project import init
 
     work = Path(tempfile.mkdtemp(prefix="godwit-bench-mover-", dir=args.workdir or "/var/tmp"))
     size = int(args.size_gib * (1 << 30)) // MiB * MiB

@@ -8,9 +8,9 @@ work folder on one filesystem, with a warm page cache:
    ``sync FILE`` (godwit's local store fsyncs every pack: the second is the like-for-like one);
 3. one full read of the image: ``cat IMAGE > /dev/null`` and a Python ``preadv`` loop into a
    page-aligned 4 MiB buffer;
-4. godwit's initial cycle (``godwit.replication.start``) through the Python API;
+4. godwit's initial cycle (``godwit.engine.lifecycle.start``) through the Python API;
 5. 1% of the image rewritten in scattered 64 KiB writes (fixed seed), then a delta cycle
-   (``godwit.replication.cycle``) and ``rsync --inplace --no-whole-file --ignore-times`` of the
+   (``godwit.engine.lifecycle.cycle``) and ``rsync --inplace --no-whole-file --ignore-times`` of the
    same change onto a copy of the image taken before the writes.
 
 MB/s is 10**6 bytes per second of *image size* (the virtual size, holes included) over wall seconds.
@@ -222,7 +222,9 @@ def median_of(repeat: int, fn: Callable[[], float]) -> tuple[float, list[float]]
 
 
 def bench(workdir: Path, size: int, seed: int, repeat: int, align: int) -> Report:
-    from godwit import inventory, project, replication
+    from godwit.engine import inventory
+    from godwit.engine import lifecycle as replication
+    from godwit.project import project
 
     image = workdir / "disk.img"
     before = workdir / "disk-before.img"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from godwit.project import Project, init
+from godwit.project.project import Project, init
 
 pytest_plugins = ["tests.azurite"] if importlib.util.find_spec("tests.azurite") else []
 

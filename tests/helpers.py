@@ -6,9 +6,9 @@ import random
 import subprocess
 from pathlib import Path
 
-from godwit.cycle.reader import iter_writes, load_manifest
+from godwit.engine.reader import iter_writes, load_manifest
 from godwit.format.manifest import Manifest
-from godwit.project import Project
+from godwit.project.project import Project
 
 
 def make_raw(path: Path, size: int, *, seed: int = 0, writes: int = 20, max_len: int = 300_000) -> Path:

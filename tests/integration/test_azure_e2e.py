@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from godwit import replication
-from godwit.inventory import add_server
+from godwit.engine import lifecycle as replication
+from godwit.engine.inventory import add_server
+from godwit.engine.mover import apply_server
 from godwit.migrate import migration
-from godwit.mover.apply import apply_server
-from godwit.project import init, open_project
+from godwit.project.project import init, open_project
 from tests.azurite import Azurite
 from tests.helpers import convert, make_raw, read_view, scribble
 

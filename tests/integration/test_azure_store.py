@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from godwit.azure_auth import install_log_redaction, redact, register_secret
+from godwit.azure.credentials import install_log_redaction, redact, register_secret
 from godwit.cli import store_cmd
 from godwit.errors import ConfigError, ObjectExistsError, ObjectMissingError, StoreError, StoreReadOnlyError
 from godwit.stores.azure import AzureBlobStore, open_azure_store, parse_options
@@ -625,7 +625,7 @@ def test_store_check_missing_container(azurite: Azurite, tmp_path: Path) -> None
 def test_store_check_flags_account_kind_and_clock(fault_proxy: Callable[..., FaultProxy], azurite: Azurite,
                                                   azure_container: str, tmp_path: Path) -> None:
     """A general-purpose v1 account and a service clock 10 minutes behind, as a proxy reports them."""
-    from godwit.storecheck import check_azure
+    from godwit.checks.storecheck import check_azure
 
     behind = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     proxy = fault_proxy(rewrite={"x-ms-account-kind": "Storage", "Date": behind})
@@ -643,7 +643,7 @@ def test_store_check_flags_account_kind_and_clock(fault_proxy: Callable[..., Fau
 
 
 def test_store_check_local(tmp_path: Path) -> None:
-    from godwit.project import init
+    from godwit.project.project import init
 
     init(tmp_path / "p").close()
     result = CliRunner().invoke(store_cmd.app, ["check", "--project", str(tmp_path / "p"), "--json"])

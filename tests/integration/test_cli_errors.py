@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from godwit import replication
-from godwit.inventory import add_server
-from godwit.project import Project
+from godwit.engine import lifecycle as replication
+from godwit.engine.inventory import add_server
+from godwit.project.project import Project
 from tests.helpers import Replayer, make_raw, scribble
 
 

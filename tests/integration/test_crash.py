@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from godwit.cycle.reader import load_manifest
-from godwit.inventory import add_server
+from godwit.engine.inventory import add_server
+from godwit.engine.reader import load_manifest
 from godwit.migrate import migration
-from godwit.project import Project, open_project
+from godwit.project.project import Project, open_project
 from tests.helpers import Replayer, make_raw, write_at
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_kill_during_upload_resumes_without_resending(project: Project, tmp_path
     assert bytes(replay.disks[0]) == img.read_bytes()
     assert [c.number for c in p.db.cycles(p.db.server("s").id, ("committed",))] == [1]
     # Packs put but never journaled when the process died are orphans; the mover collects them.
-    from godwit.mover.apply import apply_server
+    from godwit.engine.mover import apply_server
 
     apply_server(p, "s")
     assert list(p.store.list(f"servers/{uid}/")) == []
@@ -85,8 +85,8 @@ def test_kill_during_upload_resumes_without_resending(project: Project, tmp_path
 
 
 def test_kill_during_apply_keeps_points_exact(project: Project, tmp_path: Path) -> None:
-    from godwit import replication
-    from godwit.mover.apply import apply_server
+    from godwit.engine import lifecycle as replication
+    from godwit.engine.mover import apply_server
 
     img = make_raw(tmp_path / "d.raw", 96 << 20, seed=6, writes=10)
     add_server(project, "s", [str(img)])

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from godwit import replication
+from godwit.engine import lifecycle as replication
+from godwit.engine.inventory import add_server
 from godwit.errors import ConflictError, CorruptObjectError, SourceError
-from godwit.inventory import add_server
-from godwit.project import Project, init
+from godwit.project.project import Project, init
 from tests.helpers import Replayer, convert, make_raw, read_view, scribble, write_at
 
 SIZE = (16 << 20) + 3 * 4096  # not a multiple of the 64 KiB block
@@ -165,7 +165,7 @@ def test_property_replay_equals_source(size: int, rounds: list[list[tuple[float,
         cfg = p.root / "godwit.toml"
         cfg.write_text(cfg.read_text().replace("block_size_kib = 64", f"block_size_kib = {block_kib}"))
         p.close()
-        from godwit.project import open_project
+        from godwit.project.project import open_project
 
         p = open_project(root / "proj")
         img = root / "d.raw"
@@ -212,7 +212,7 @@ def test_many_small_runs_between_holes(tmp_path: Path) -> None:
     """Tasks group small data runs and holes; changes in data, in holes, and data turned to zeros."""
     import random
 
-    from godwit.project import open_project
+    from godwit.project.project import open_project
 
     root = tmp_path / "proj"
     init(root).close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from godwit.demo import _change_files, _compare, _fsck, _make_sample, _view
+from godwit.demo.walkthrough import _change_files, _compare, _fsck, _make_sample, _view
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from godwit import replication
-from godwit.inventory import add_server
-from godwit.project import Project
+from godwit.engine import lifecycle as replication
+from godwit.engine.inventory import add_server
+from godwit.project.project import Project
 from tests.helpers import make_raw
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from godwit import replication
+from godwit.engine import lifecycle as replication
+from godwit.engine.inventory import add_server
+from godwit.engine.mover import apply_server
 from godwit.errors import CorruptObjectError, MigrationError, NotFoundError, UsageError, VerifyMismatchError
-from godwit.inventory import add_server
 from godwit.migrate import migration
-from godwit.mover.apply import apply_server
-from godwit.project import Project
+from godwit.project.project import Project
 from tests.helpers import make_raw, scribble
 
 SIZE = (12 << 20) + 5 * 4096
@@ -119,7 +119,7 @@ def test_migration_bad_input(project: Project, tmp_path: Path) -> None:
 
 
 def test_orphan_packs_are_collected_but_not_committed_ones(project: Project, tmp_path: Path) -> None:
-    from godwit.mover.apply import collect_orphans
+    from godwit.engine.mover import collect_orphans
 
     disks = _setup(project, tmp_path)
     server = project.db.server("s")

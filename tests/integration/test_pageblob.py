@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from godwit import vhd
 from godwit.errors import ConfigError, CorruptObjectError, NotFoundError, ReplicaError
+from godwit.format import vhd
 from godwit.replicas.pageblob import PageBlobReplica, copy_point_to_blob, open_pageblob_replica
 from tests.azurite import Azurite
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from godwit import replication
-from godwit.cycle.engine import CycleRunner
+from godwit.engine import lifecycle as replication
+from godwit.engine.cycle import CycleRunner
+from godwit.engine.inventory import add_server
+from godwit.engine.mover import apply_server
 from godwit.errors import MigrationError
-from godwit.inventory import add_server
 from godwit.migrate import migration
-from godwit.mover.apply import apply_server
-from godwit.project import Project
+from godwit.project.project import Project
 from godwit.replicas.local import LocalReplica
 from tests.helpers import make_raw, scribble, write_at
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from godwit import config
-from godwit.config import DEFAULT_TOML
+from godwit.config import model as config
+from godwit.config.model import DEFAULT_TOML
 from godwit.errors import ConfigError
 
 

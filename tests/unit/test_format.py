@@ -9,9 +9,8 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from godwit.cycle import journal
 from godwit.errors import CorruptObjectError
-from godwit.format import blockhashes, manifest
+from godwit.format import blockhashes, journal, manifest
 from godwit.format.hashing import extent_checksum
 from godwit.format.pack import CODEC_RAW, CODEC_ZSTD, PackBuilder, decode_blob, read_index
 

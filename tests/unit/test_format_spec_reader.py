@@ -251,9 +251,9 @@ def build_sample(root: Path, *, block_size_kib: int = 4, pack_size_mib: int = 32
     """Two disks, three cycles: data (compressible and not), holes, zero blocks, a partial last
     block, a disk that grows, and a cycle with no change at all. ``big`` adds MiBs of random data
     so that extents split at chunk boundaries and a cycle spans several packs."""
-    from godwit import replication
-    from godwit.inventory import add_server
-    from godwit.project import init, open_project
+    from godwit.engine import lifecycle as replication
+    from godwit.engine.inventory import add_server
+    from godwit.project.project import init, open_project
 
     init(root, "sample").close()
     toml = root / "godwit.toml"
@@ -366,7 +366,7 @@ def _fixture_expected() -> dict[str, object]:
 
 
 def test_format_v1_fixture_reads_with_the_current_decoder() -> None:
-    from godwit.cycle.reader import iter_writes, load_manifest
+    from godwit.engine.reader import iter_writes, load_manifest
     from godwit.format import blockhashes, manifest
     from godwit.format.pack import read_index
     from godwit.stores import LocalStore

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from godwit.stores.throttle import BandwidthSchedule, TokenBucket
+from godwit.config.schedule import BandwidthSchedule
+from godwit.stores.throttle import TokenBucket
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from godwit.errors import GodwitError
-from godwit.project import Project, open_project
+from godwit.project.project import Project, open_project
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -53,7 +53,7 @@ def _root(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from godwit.azure_auth import install_log_redaction
+        from godwit.azure.credentials import install_log_redaction
 
         install_log_redaction()
     except ImportError:
@@ -74,7 +74,7 @@ def init(
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
 ) -> None:
     """Create a project: godwit.toml, the state database, cache/ and replicas/."""
-    from godwit.project import init as init_project
+    from godwit.project.project import init as init_project
 
     project = init_project(path, name)
     project.close()
@@ -112,9 +112,10 @@ def demo(
     cycles: Annotated[int, typer.Option(help="Delta cycles with file changes between them.")] = 4,
 ) -> None:
     """Run the whole story on a generated sample server, with a summary at the end."""
-    from godwit.demo import run_demo
+    from godwit.cli.progress import disk_progress
+    from godwit.demo.walkthrough import run_demo
 
-    raise typer.Exit(run_demo(path, cycles=cycles))
+    raise typer.Exit(run_demo(path, cycles=cycles, progress=disk_progress))
 
 
 _optional_subapps()

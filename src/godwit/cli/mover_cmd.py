@@ -23,7 +23,7 @@ def run(
     json_: JsonOpt = False,
 ) -> None:
     """Apply every server's committed cycles in order, seal recovery points, release the cache."""
-    from godwit.mover.apply import apply_server
+    from godwit.engine.mover import apply_server
 
     failures: list[GodwitError] = []
     with project_from(project) as p:

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from godwit.cli.common import err
-from godwit.cycle.engine import ProgressFn
+from godwit.engine.cycle import ProgressFn
 
 
 @contextmanager

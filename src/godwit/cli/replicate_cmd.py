@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from godwit import replication
 from godwit.cli.common import (
     JsonOpt,
     ProjectOpt,
@@ -22,7 +21,8 @@ from godwit.cli.common import (
     project_from,
 )
 from godwit.cli.progress import disk_progress
-from godwit.cycle.engine import CycleResult
+from godwit.engine import lifecycle as replication
+from godwit.engine.cycle import CycleResult
 from godwit.errors import GodwitError
 
 app = typer.Typer(help="Replication: initial and delta cycles into the cache store.", no_args_is_help=True)

@@ -22,7 +22,7 @@ def add(
     json_: JsonOpt = False,
 ) -> None:
     """Add a server with its disks (disk 0, 1, … in the order given)."""
-    from godwit.inventory import add_server
+    from godwit.engine.inventory import add_server
 
     with project_from(project) as p:
         server, disks = add_server(p, name, disk)
@@ -65,7 +65,7 @@ def remove(
     project: ProjectOpt = None,
 ) -> None:
     """Remove a server and its cache objects (its replica disks are kept)."""
-    from godwit.inventory import remove_server
+    from godwit.engine.inventory import remove_server
 
     with project_from(project) as p:
         remove_server(p, name, force=force)

@@ -24,8 +24,8 @@ def check(project: ProjectOpt = None, json_: JsonOpt = False) -> None:
 
     Exits non-zero (the store error code) if any check fails.
     """
-    from godwit.azure_auth import install_log_redaction
-    from godwit.storecheck import check_stores
+    from godwit.azure.credentials import install_log_redaction
+    from godwit.checks.storecheck import check_stores
 
     install_log_redaction()
     with project_from(project) as p:

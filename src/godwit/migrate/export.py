@@ -78,7 +78,7 @@ def export(reader: PointReader, out: Path, fmt: str) -> Path:
         try:
             _write_sparse(reader, fd)
             if fmt == "vhd":
-                from godwit.vhd import footer, rounded_size
+                from godwit.format.vhd import footer, rounded_size
 
                 size = rounded_size(reader.size)
                 os.ftruncate(fd, size)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from godwit.cycle import hashstore
+from godwit.engine.mover import apply_server
 from godwit.errors import (
     ConflictError,
     GodwitError,
@@ -23,14 +23,13 @@ from godwit.errors import (
 )
 from godwit.format.blockhashes import DIGEST
 from godwit.format.hashing import block_digest
-from godwit.locks import server_lock
 from godwit.migrate.export import check_format, check_out_dir, export, needed_bytes
-from godwit.mover.apply import apply_server
-from godwit.project import Project
+from godwit.project.project import Project
 from godwit.replicas.base import PointReader
-from godwit.replicas.factory import open_replica
+from godwit.state import hashstore
 from godwit.state import schema as t
 from godwit.state.db import RecoveryPoint, Server
+from godwit.state.locks import server_lock
 
 EXTENSIONS = {"raw": "raw", "vhd": "vhd", "qcow2": "qcow2"}
 
@@ -84,7 +83,7 @@ def _copy_point_to_blobs(project: Project, server: Server, rp: RecoveryPoint, co
                          hint="use --format vhd to write fixed VHD files instead")
     files: list[str] = []
     for d in project.db.disks(server.id):
-        replica = open_replica(project, server, d)
+        replica = project.replica(server, d)
         try:
             assert isinstance(replica, PageBlobReplica)
             name = f"{server.name}-disk{d.idx}-rp{rp.number}.vhd"
@@ -115,7 +114,7 @@ def _remove_output(project: Project, server: Server, entry: str) -> bool:
     from godwit.replicas.pageblob import PageBlobReplica
 
     container, _, name = entry[len("blob:"):].partition("/")
-    replica = open_replica(project, server, project.db.disks(server.id)[0])
+    replica = project.replica(server, project.db.disks(server.id)[0])
     try:
         assert isinstance(replica, PageBlobReplica) and replica._service is not None
         from azure.core.exceptions import ResourceNotFoundError
@@ -134,7 +133,7 @@ def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str,
     if fmt == "pageblob":
         return _copy_point_to_blobs(project, server, rp, str(out_dir))
     disks = project.db.disks(server.id)
-    replicas = [open_replica(project, server, d) for d in disks]
+    replicas = [project.replica(server, d) for d in disks]
     readers: list[PointReader] = []
     files: list[str] = []
     try:
@@ -205,7 +204,7 @@ def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir:
 
     A failure at any step leaves the server replicating as before.
     """
-    from godwit import replication
+    from godwit.engine import lifecycle as replication
 
     t0 = time.perf_counter()
     check_format(fmt)
@@ -278,7 +277,7 @@ def verify(project: Project, name: str, recovery_point: str = "latest") -> Verif
                 raise NotFoundError(f"block hashes of recovery point {rp.number} (disk {d.idx}) are missing",
                                     hint="they are kept for live recovery points only")
             size, expected = loaded
-            replica = open_replica(project, server, d)
+            replica = project.replica(server, d)
             mismatches: list[tuple[int, int]] = []
             try:
                 with replica.open_point(rp.number) as reader:

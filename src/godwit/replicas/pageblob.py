@@ -1,6 +1,6 @@
 """A replica disk in an Azure page blob: a fixed VHD that Azure can turn into a managed disk.
 
-Layout: the disk, zero-padded up to a whole MiB, then the 512-byte VHD footer (``godwit.vhd``);
+Layout: the disk, zero-padded up to a whole MiB, then the 512-byte VHD footer (``godwit.format.vhd``);
 the blob is ``rounded_size + 512`` bytes. Writes go out as aligned Put Page calls of at most
 4 MiB, several at once; runs of zeros become Clear Page calls (the blob stays sparse). A write
 that does not start or end on a 512-byte page reads the edge page, patches it and writes it back.
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from godwit import vhd
-from godwit.azure_auth import CredentialRef, build_credential, register_secret, sas_expiry
+from godwit.azure.credentials import CredentialRef, build_credential, register_secret, sas_expiry
 from godwit.errors import CorruptObjectError, GodwitError, NotFoundError, ReplicaError
+from godwit.format import vhd
 from godwit.replicas.base import PointReader, ReplicaDisk
 from godwit.stores.azure import (
     CONNECTION_KEYS,

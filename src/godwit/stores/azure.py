@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from godwit.azure_auth import CredentialRef, build_credential, parse_credential, redact, sas_expiry
+from godwit.azure.credentials import CredentialRef, build_credential, parse_credential, redact, sas_expiry
 from godwit.errors import (
     ConfigError,
     GodwitError,
@@ -407,7 +407,7 @@ def map_error(exc: Exception, settings: AzureSettings, what: str, *,
 
 
 def _expired_sas(cred: CredentialRef) -> str | None:
-    from godwit.azure_auth import parse_connection_string, read_secret
+    from godwit.azure.credentials import parse_connection_string, read_secret
 
     try:
         secret = read_secret(cred)

@@ -26,16 +26,17 @@ from pathlib import Path
 import zstandard
 from sqlalchemy import select
 
-from godwit.cycle import hashstore, journal
 from godwit.errors import CorruptObjectError, GodwitError, ObjectExistsError, ObjectMissingError, SourceError
-from godwit.format import blockhashes, manifest
+from godwit.format import blockhashes, journal, manifest
 from godwit.format.hashing import block_digest, extent_checksum
+from godwit.format.keys import manifest_key, pack_key
 from godwit.format.pack import CODEC_RAW, CODEC_ZSTD, ENTRY, TRAILER, PackBuilder
-from godwit.locks import server_lock
-from godwit.project import Project
+from godwit.project.project import Project
 from godwit.sources import DiskSource, open_source
+from godwit.state import hashstore
 from godwit.state import schema as t
 from godwit.state.db import Cycle, Disk, Server
+from godwit.state.locks import server_lock
 
 log = logging.getLogger("godwit.cycle")
 
@@ -46,14 +47,6 @@ DIGEST = 16
 HOLE_PIECE = 1 << 30
 
 ProgressFn = Callable[[int, int, int], None]  # disk index, bytes done, bytes total
-
-
-def pack_key(server_uid: str, pack_id: str) -> str:
-    return f"servers/{server_uid}/packs/{pack_id}.pack"
-
-
-def manifest_key(server_uid: str, cycle: int) -> str:
-    return f"servers/{server_uid}/cycles/{cycle:010d}.manifest"
 
 
 @dataclass

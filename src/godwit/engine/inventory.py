@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from godwit.errors import ConflictError, SourceError, UsageError
-from godwit.project import NAME_RE, Project
+from godwit.project.project import NAME_RE, Project
 from godwit.sources import open_source, probe_format
 from godwit.state import schema as t
 from godwit.state.db import Disk, Server

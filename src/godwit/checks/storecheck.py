@@ -26,7 +26,7 @@ from godwit.errors import GodwitError
 from godwit.stores.azure import CONNECTION_KEYS, AzureSettings, map_error, parse_options, service_client
 
 if TYPE_CHECKING:
-    from godwit.project import Project
+    from godwit.project.project import Project
 
 MAX_SKEW_SECONDS = 300  # SAS start/expiry and Entra tokens tolerate about this much
 MIN_FREE_BYTES = 1 << 30

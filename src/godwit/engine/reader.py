@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import zstandard
 
-from godwit.cycle.engine import manifest_key, pack_key
 from godwit.errors import CorruptObjectError, ObjectMissingError
 from godwit.format import manifest as mf
 from godwit.format.hashing import extent_checksum
+from godwit.format.keys import manifest_key, pack_key
 from godwit.format.pack import decode_blob
 from godwit.stores.base import ObjectStore
 

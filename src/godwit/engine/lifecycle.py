@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from godwit.cycle.engine import CycleResult, ProgressFn, bottleneck, run_cycle
+from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
-from godwit.project import Project
+from godwit.project.project import Project
 from godwit.state import schema as t
 
-log = logging.getLogger("godwit.replication")
+log = logging.getLogger("godwit.engine.lifecycle")
 
 
 def start(project: Project, name: str, *, progress: ProgressFn | None = None) -> CycleResult | None:
@@ -117,7 +117,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
 
 def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:
     try:
-        from godwit.mover.apply import run_mover
+        from godwit.engine.mover import run_mover
     except ImportError:  # the mover is optional for the appliance loop
         return 0
     applied = 0
@@ -184,7 +184,7 @@ def check_cache(project: Project, name: str) -> list[dict[str, Any]]:
 
     Returns one row per cycle with ``ok`` and, when not ok, the error; nothing is written.
     """
-    from godwit.cycle.reader import verify_cycle
+    from godwit.engine.reader import verify_cycle
 
     server = project.db.server(name)
     rows: list[dict[str, Any]] = []
@@ -201,11 +201,11 @@ def check_cache(project: Project, name: str) -> list[dict[str, Any]]:
 def resync(project: Project, name: str) -> list[int]:
     """Discard cycles not yet applied (damaged or unwanted); the next cycle resends every change
     since the replicas' latest recovery point. Returns the discarded cycle numbers."""
-    from godwit.cycle import hashstore
-    from godwit.cycle.engine import pack_key
-    from godwit.cycle.reader import load_manifest
+    from godwit.engine.reader import load_manifest
     from godwit.errors import CorruptObjectError, ObjectMissingError
-    from godwit.locks import server_lock
+    from godwit.format.keys import pack_key
+    from godwit.state import hashstore
+    from godwit.state.locks import server_lock
 
     server = project.db.server(name)
     disks = project.db.disks(server.id)

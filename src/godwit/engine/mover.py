@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from godwit.cycle import hashstore
-from godwit.cycle.engine import pack_key
-from godwit.cycle.reader import iter_writes, load_manifest
+from godwit.engine.reader import iter_writes, load_manifest
 from godwit.errors import ConflictError, CorruptObjectError, GodwitError, ObjectMissingError, ReplicaError
-from godwit.locks import server_lock
-from godwit.project import Project
+from godwit.format.keys import pack_key
+from godwit.project.project import Project
 from godwit.replicas.base import ReplicaDisk
-from godwit.replicas.factory import open_replica
+from godwit.state import hashstore
 from godwit.state import schema as t
 from godwit.state.db import Server
+from godwit.state.locks import server_lock
 
 log = logging.getLogger("godwit.mover")
 
@@ -96,7 +95,7 @@ def apply_server(project: Project, name: str, *, progress: ProgressFn | None = N
     with server_lock(project.state_dir, name, "apply", wait=10):  # a test migration may be exporting
         release_cache(project, server)  # finish releases a crash interrupted
         disks = project.db.disks(server.id)
-        replicas = [open_replica(project, server, d) for d in disks]
+        replicas = [project.replica(server, d) for d in disks]
         results: list[ApplyResult] = []
         try:
             for c in project.db.cycles(server.id, ("committed",)):

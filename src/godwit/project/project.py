@@ -11,12 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from godwit import config as configmod
-from godwit.config import Config
+from godwit.config.model import Config
+from godwit.config import model as configmod
+from godwit.config.schedule import BandwidthSchedule
 from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.replicas.base import ReplicaDisk
+from godwit.replicas.open import open_replica
 from godwit.state import StateDB
+from godwit.state.db import Disk, Server
 from godwit.stores.base import ObjectStore
-from godwit.stores.throttle import BandwidthSchedule, ThrottledStore, TokenBucket
+from godwit.stores.throttle import ThrottledStore, TokenBucket
 
 CONFIG_NAME = "godwit.toml"
 STORE_CONFIG_KEY = "godwit-store.json"
@@ -64,9 +68,9 @@ class Project:
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
-            from godwit.stores.factory import open_store
+            from godwit.stores.open import open_store
 
-            raw = open_store(self)
+            raw = open_store(self.config.cache, self.root)
             schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
                                                self.config.replication.throttle.schedule)
 
@@ -104,6 +108,10 @@ class Project:
             raise StoreError(f"{STORE_CONFIG_KEY} in the cache store is damaged",
                              hint="restore it from a backup; godwit will not guess the store's id") from None
         return self._store_id
+
+    def replica(self, server: Server, disk: Disk) -> ReplicaDisk:
+        """The replica of one disk, as `[replicas]` configures it."""
+        return open_replica(self.config.replicas, self.root, server, disk)
 
     def close(self) -> None:
         if self._store is not None:

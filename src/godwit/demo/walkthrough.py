@@ -12,18 +12,29 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from godwit import replication
-from godwit.cli.progress import disk_progress
+from godwit.engine import lifecycle as replication
+from godwit.engine.cycle import ProgressFn
+from godwit.engine.inventory import add_server
+from godwit.engine.mover import apply_server
 from godwit.errors import GodwitError, MigrationError
-from godwit.inventory import add_server
 from godwit.migrate import migration
-from godwit.mover.apply import apply_server
-from godwit.project import init, open_project
+from godwit.project.project import init, open_project
+
+#: Shows one cycle's progress: (label) -> a context giving the engine's progress callback. The CLI
+#: passes its Rich bars; the demo itself stays on the library API.
+ProgressFactory = Callable[[str], AbstractContextManager[ProgressFn]]
+
+
+@contextmanager
+def no_progress(_label: str) -> Iterator[ProgressFn]:
+    yield lambda _i, _d, _t: None
 
 console = Console(stderr=True, highlight=False)
 NEEDED = ("mkfs.ext4", "debugfs", "e2fsck", "qemu-img", "qemu-io")
@@ -101,7 +112,7 @@ def _fsck(disk: Path, fmt: str) -> bool:
     return subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, check=False).returncode == 0
 
 
-def run_demo(path: Path, *, cycles: int = 4) -> int:
+def run_demo(path: Path, *, cycles: int = 4, progress: ProgressFactory = no_progress) -> int:
     missing = [t for t in NEEDED if shutil.which(t) is None]
     if missing:
         raise GodwitError(f"the demo needs {', '.join(missing)}",
@@ -124,7 +135,7 @@ def run_demo(path: Path, *, cycles: int = 4) -> int:
     console.print(f"2. project in {p.root}; server web01 added with 2 disks")
 
     rows: list[tuple[str, str, str, str, str]] = []
-    with disk_progress("web01 initial", True) as prog:
+    with progress("web01 initial") as prog:
         res = replication.start(p, "web01", progress=prog)
     assert res is not None
     rows.append((str(res.number), res.kind, f"{res.bytes_read >> 20} MiB", f"{res.bytes_sent / 1e6:.1f} MB",
@@ -135,7 +146,7 @@ def run_demo(path: Path, *, cycles: int = 4) -> int:
     console.print(f"3. initial cycle {res.number} committed and applied (recovery point 1)")
     for i in range(2, cycles + 2):
         what = _change_files(root, system, data, rng, i)
-        with disk_progress(f"web01 cycle {i}", True) as prog:
+        with progress(f"web01 cycle {i}") as prog:
             res = replication.cycle(p, "web01", progress=prog)
         _view(system, "raw", views / f"c{res.number}-d0.raw")
         _view(data, "qcow2", views / f"c{res.number}-d1.raw")

@@ -147,7 +147,7 @@ def parse(data: dict[str, Any]) -> Config:
     t.schedule = _take(throttle, "replication.throttle", "schedule", dict, {})
     _no_leftovers(throttle, "replication.throttle")
     _no_leftovers(rep, "replication")
-    from godwit.stores.throttle import BandwidthSchedule
+    from godwit.config.schedule import BandwidthSchedule
 
     BandwidthSchedule.parse(t.max_mbps, t.schedule)  # validates
 

@@ -1,0 +1,1 @@
+"""`godwit.toml`: typed settings, parsed and validated once."""

@@ -1,1 +1,0 @@
-"""Building, uploading and committing cycles; the resume journal."""

@@ -1,0 +1,1 @@
+"""Cycles (the appliance), the mover and the lifecycle that drives them (start, cycle, loop, status)."""
