@@ -16,7 +16,7 @@ Factory = Callable[[str], ReplicaDisk]
 MiB = 1 << 20
 
 
-@pytest.fixture(params=["local", "azure"])
+@pytest.fixture(params=["local", pytest.param("azure", marks=pytest.mark.azure)])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     if request.param == "local":
         return lambda name: LocalReplica(tmp_path / "replicas", name)

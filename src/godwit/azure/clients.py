@@ -50,7 +50,7 @@ def client_kwargs(settings: AzureSettings, plane: Plane, *, pool: int = 16) -> d
 def credential_for(settings: AzureSettings) -> Any:
     """The SDK credential for ``settings``; token requests (Entra ID) travel the control plane."""
     return build_credential(settings.credential, settings.account,
-                            transport=lambda: build_transport("control", settings))
+                            transport=lambda: build_transport("control", settings), retries=settings.retries)
 
 
 def service_client(settings: AzureSettings, plane: Plane, *, pool: int = 16) -> Any:

@@ -121,8 +121,8 @@ def build_transport(plane: Plane, settings: AzureSettings, *, pool: int = 16,
             return super().send(request, *args, **kwargs)
 
     class Transport(RequestsTransport):  # type: ignore[misc]
-        """azure-core's requests transport, whose session (made on first use) is always ours:
-        passing a session in would not do, as azure-core makes a default one after a close."""
+        """azure-core's requests transport; the session it makes on first use is set up here
+        rather than by azure-core (which would take ``trust_env`` from ``use_env_settings``)."""
 
         godwit_plane: Plane = plane
         godwit_route: ProxyRoute = route
