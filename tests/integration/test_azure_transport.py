@@ -109,10 +109,10 @@ def dead_env_proxy(monkeypatch: pytest.MonkeyPatch) -> str:
     return dead
 
 
-def _session(client: Any) -> Any:
-    transport = client._client._client._pipeline._transport  # the SDK's pipeline, for this one check
+def _transport(client: Any) -> Any:
+    transport = client._pipeline._transport  # the SDK's pipeline, for this one check
     transport.open()
-    return transport.session
+    return transport
 
 
 def test_store_ignores_the_environment_when_told_to(azurite: Azurite, azure_container: str, tmp_path: Path,
@@ -121,7 +121,8 @@ def test_store_ignores_the_environment_when_told_to(azurite: Azurite, azure_cont
     try:
         store.put("k", b"direct")
         assert store.get("k") == b"direct"
-        assert _session(store._service).trust_env is False
+        transport = _transport(store._service)
+        assert transport.session.trust_env is False and transport.godwit_plane == "data"
     finally:
         store.close()
 
