@@ -52,6 +52,8 @@ class Dnsmasq:
     workdir: Path
     address: str = "127.0.0.1"
     cnames: dict[str, str] = field(default_factory=dict)
+    #: Domains answered only from the records (NXDOMAIN / NODATA otherwise), as a DNS zone would.
+    local_domains: tuple[str, ...] = ("example", "windows.net", "invalid", "test")
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -75,6 +77,7 @@ class Dnsmasq:
                 f"--addn-hosts={self.hosts_file}", "--pid-file=", "--user=root", "--local-ttl=0",
                 "--log-facility=-", "--log-queries"]
         args += [f"--cname={alias},{target}" for alias, target in self.cnames.items()]
+        args += [f"--local=/{domain}/" for domain in self.local_domains]
         log = open(self.workdir / "dnsmasq.log", "ab")  # noqa: SIM115 - the child keeps it open
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
