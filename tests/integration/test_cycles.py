@@ -278,3 +278,73 @@ def test_manifest_create_retried_after_it_landed(project: Project, tmp_path: Pat
         res = replication.start(project, "s")
         assert res is not None and res.number == 1
         assert project.db.cycles(project.db.server("s").id)[0].state == "committed"
+
+
+def _kill_a_delta_cycle(project: Project, tmp_path: Path) -> Path:
+    """Replicate, change the disk, and die in the commit: a delta cycle stays open, packs journaled."""
+    from godwit.engine.cycle import CycleRunner
+
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=31, writes=40)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    scribble(img, seed=32, writes=30)
+    orig = CycleRunner._commit
+
+    def die(*_a: object, **_k: object) -> None:
+        raise SystemExit("killed in _commit")
+
+    CycleRunner._commit = die  # type: ignore[method-assign]
+    try:
+        with pytest.raises(SystemExit):
+            replication.cycle(project, "s")
+    finally:
+        CycleRunner._commit = orig  # type: ignore[method-assign]
+    sid = project.db.server("s").id
+    assert [c.number for c in project.db.cycles(sid, ("open",))] == [2]
+    return img
+
+
+@pytest.mark.parametrize("change", [("block_size_kib = 64", "block_size_kib = 32"),
+                                    ("block_size_kib = 64", "block_size_kib = 128"),
+                                    ('hash = "xxh3-128"', 'hash = "blake3"')])
+def test_settings_changed_while_a_cycle_is_open(project: Project, tmp_path: Path, change: tuple[str, str]) -> None:
+    """Issue 8.7: the open cycle was made with other settings; it is discarded with an event and a
+    new cycle with the new settings replaces it (it used to fail on every run: "run ... overlaps")."""
+    from godwit.engine.mover import apply_server
+    from godwit.migrate import migration
+    from godwit.project.project import open_project
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    cfg = project.root / "godwit.toml"
+    assert change[0] in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace(*change))
+    p = open_project(project.root)
+    try:
+        res = replication.cycle(p, "s")
+        assert res.number == 3 and not res.resumed
+        sid = p.db.server("s").id
+        assert [(c.number, c.state) for c in p.db.cycles(sid)] == [(1, "committed"), (2, "discarded"),
+                                                                    (3, "committed")]
+        assert any("cycle 2 was interrupted" in e["message"] and "discarded" in e["message"]
+                   for e in p.db.events("s"))
+        from godwit.engine.reader import load_manifest
+
+        uid = p.db.server("s").uid
+        stored = {k.rsplit("/", 1)[-1].split(".")[0] for k in p.store.list(f"servers/{uid}/packs/")}
+        live = {k for c in (1, 3) for k in load_manifest(p.store, uid, c).packs()}
+        assert stored == live, "the discarded cycle's packs are deleted"
+        apply_server(p, "s")
+        out = migration.test_migration(p, "s", out_dir=tmp_path / "out")
+        assert Path(out.files[0]).read_bytes() == img.read_bytes()
+        assert migration.verify(p, "s").ok
+    finally:
+        p.close()
+
+
+def test_same_settings_still_resume_the_open_cycle(project: Project, tmp_path: Path) -> None:
+    img = _kill_a_delta_cycle(project, tmp_path)
+    res = replication.cycle(project, "s")
+    assert res.number == 2 and res.resumed and res.packs_reused > 0
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
