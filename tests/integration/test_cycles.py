@@ -348,3 +348,41 @@ def test_same_settings_still_resume_the_open_cycle(project: Project, tmp_path: P
     replay = Replayer(project, "s")
     replay.catch_up()
     assert bytes(replay.disks[0]) == img.read_bytes()
+
+
+def test_an_open_cycle_of_another_tracker_is_not_resumed(project: Project, tmp_path: Path) -> None:
+    from godwit.engine.cycle import run_cycle
+    from godwit.trackers import ScanTracker
+
+    class OtherTestTracker(ScanTracker):  # test double: the scan under another name
+        name = "test-other"
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    res = run_cycle(project, "s", tracker=OtherTestTracker())
+    assert res.number == 3 and not res.resumed and res.bytes_changed > 0
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
+
+
+@pytest.mark.parametrize("bs_kib, resumed", [(64, True), (32, False)])
+def test_an_open_cycle_from_before_settings_were_kept(project: Project, tmp_path: Path, bs_kib: int,
+                                                      resumed: bool) -> None:
+    """A cycle opened by an older godwit has no settings row: its journal's shape decides."""
+    from godwit.project.project import open_project
+    from godwit.state import schema
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    with project.db.tx() as c:
+        assert c.execute(schema.meta.delete().where(schema.meta.c.key.like("cycle-settings/%"))).rowcount == 1
+    cfg = project.root / "godwit.toml"
+    cfg.write_text(cfg.read_text().replace("block_size_kib = 64", f"block_size_kib = {bs_kib}"))
+    p = open_project(project.root)
+    try:
+        res = replication.cycle(p, "s")
+        assert res.resumed is resumed and res.number == (2 if resumed else 3)
+        replay = Replayer(p, "s")
+        replay.catch_up()
+        assert bytes(replay.disks[0]) == img.read_bytes()
+    finally:
+        p.close()
