@@ -208,6 +208,18 @@ def test_bandwidth_cap_holds_the_data_plane(project: Project, tmp_path: Path) ->
     assert res.bottleneck == "throttle"
 
 
+def test_stage_timers_are_kept_and_name_the_bottleneck(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=7, writes=40)
+    add_server(project, "s", [str(img)])
+    res = replication.start(project, "s")
+    assert res is not None
+    assert res.t_read > 0 and res.t_cpu > 0 and res.t_upload > 0 and res.t_wall >= res.t_read / 2
+    assert res.t_throttle == 0 and res.bottleneck in ("source", "cpu", "store")
+    [row] = replication.status(project, "s")[0]["cycles"]
+    assert (row["t_read"], row["t_cpu"], row["t_upload"], row["bottleneck"]) == (
+        res.t_read, res.t_cpu, res.t_upload, res.bottleneck)
+
+
 def test_many_small_runs_between_holes(tmp_path: Path) -> None:
     """Tasks group small data runs and holes; changes in data, in holes, and data turned to zeros."""
     import random
