@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -11,25 +12,37 @@ from sqlalchemy.exc import IntegrityError
 
 from godwit.errors import ConflictError, SourceError, UsageError
 from godwit.project.project import NAME_RE, Project
-from godwit.sources import open_source, probe_format
+from godwit.sources import open_source, record_format
 from godwit.state import schema as t
 from godwit.state.db import Disk, Server
 
+log = logging.getLogger(__name__)
 
-def add_server(project: Project, name: str, specs: list[str]) -> tuple[Server, list[Disk]]:
+
+def add_server(project: Project, name: str, specs: list[str],
+               formats: list[str] | None = None) -> tuple[Server, list[Disk]]:
+    """``formats``: none (probe each disk safely), one for every disk, or one per disk in order."""
     if not NAME_RE.match(name):
         raise UsageError(f"server name {name!r} is not valid",
                          hint="use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     if not specs:
         raise UsageError(f"server {name} needs at least one --disk")
+    formats = formats or []
+    if len(formats) not in (0, 1, len(specs)):
+        raise UsageError(f"{len(formats)} --disk-format for {len(specs)} --disk",
+                         hint="give one --disk-format for all disks, or one per disk in --disk order")
     seen: set[Path] = set()
     probed: list[tuple[str, str, int]] = []
-    for spec in specs:
+    notes: list[str] = []
+    for i, spec in enumerate(specs):
+        # Links are resolved here, once: later opens refuse a link at the stored path.
         path = Path(spec).expanduser().resolve()
         if path in seen:
             raise UsageError(f"disk {spec} is given twice")
         seen.add(path)
-        fmt = probe_format(path)
+        recorded = record_format(path, formats[i if len(formats) > 1 else 0] if formats else None)
+        fmt = recorded.format
+        notes.extend(recorded.warnings)
         with open_source(path, fmt) as src:
             size = src.size
         if size == 0:
@@ -49,6 +62,9 @@ def add_server(project: Project, name: str, specs: list[str]) -> tuple[Server, l
         raise ConflictError(f"a server named {name!r} already exists") from None
     server = project.db.server(name)
     project.db.event("info", f"server added with {len(probed)} disk(s)", server=name)
+    for note in notes:
+        log.warning("%s", note)
+        project.db.event("warning", note, server=name)
     return server, project.db.disks(server.id)
 
 
