@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,44 @@ def test_an_open_cycle_from_before_settings_were_kept(project: Project, tmp_path
         assert bytes(replay.disks[0]) == img.read_bytes()
     finally:
         p.close()
+
+
+def test_a_cycle_names_its_clones_by_server_disk_and_cycle(tmp_path: Path) -> None:
+    """Issue 8.2 at the engine: two disks named alike get clones named per server uid, disk and cycle."""
+    import os
+
+    from godwit.engine.cycle import run_cycle
+    from godwit.sources.base import DiskSource
+    from godwit.sources.file import FileSource
+    from godwit.trackers import Region, ScanTracker, TrackedDisk
+    from tests.reflinkfs import reflink_filesystem
+
+    class CloneNamesTestTracker(ScanTracker):  # test double: the scan, noting each source's clone
+        name = "scan"
+
+        def __init__(self) -> None:
+            self.seen: list[str | None] = []
+
+        def regions(self, disk: TrackedDisk, source: DiskSource, base: int | None) -> Iterator[Region]:
+            self.seen.append(source.clone_name if isinstance(source, FileSource) else None)
+            return super().regions(disk, source, base)
+
+    with reflink_filesystem(tmp_path) as xfs:
+        p = init(xfs / "proj")
+        try:
+            paths = []
+            for name in ("a", "b"):
+                (xfs / name).mkdir()
+                paths.append(xfs / name / "disk.img")
+                paths[-1].write_bytes(os.urandom(1 << 20))
+            add_server(p, "s", [str(q) for q in paths])
+            tracker = CloneNamesTestTracker()
+            res = run_cycle(p, "s", tracker=tracker)
+            assert res.consistency == "crash"
+            uid = p.db.server("s").uid
+            assert tracker.seen == [f"{uid}-d0-c1.clone", f"{uid}-d1-c1.clone"]
+            replay = Replayer(p, "s")
+            replay.catch_up()
+            assert [bytes(replay.disks[i]) for i in (0, 1)] == [q.read_bytes() for q in paths]
+        finally:
+            p.close()

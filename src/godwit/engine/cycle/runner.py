@@ -81,8 +81,9 @@ class CycleRunner:
         works: list[DiskWork] = []
         try:
             try:
-                for d in disks:
-                    sources.append(open_source(Path(d.spec), d.format, snapshot_dir=self.project.snapshots_dir))
+                for d in disks:  # temporaries (clones, snapshots) named per server, disk and cycle
+                    sources.append(open_source(Path(d.spec), d.format, snapshot_dir=self.project.snapshots_dir,
+                                               temp_tag=f"{self.server.uid}-d{d.idx}-c{cyc.number}"))
                 works = [self._prepare(d, s, parent, warnings) for d, s in zip(disks, sources, strict=True)]
                 reused = changes.apply_journal(cycles.journal_rows(db, cyc.id), works, self.bs, cyc.number,
                                                self.server.name)
