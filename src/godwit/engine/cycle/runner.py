@@ -201,7 +201,12 @@ class CycleRunner:
         tracked = [w.tracked for w in works] if works else [
             changes.tracked(d) for d in self.project.db.disks(self.server.id)]
         for t in tracked:
-            self.tracker.committed(t, cyc.number)
+            try:
+                self.tracker.committed(t, cyc.number)
+            except Exception as exc:  # the cycle is durable; a tracker that forgets nothing only rereads more
+                msg = f"tracker {self.tracker.name} was not told that cycle {cyc.number} committed: {exc}"
+                log.warning("%s: %s", self.server.name, msg)
+                self.project.db.event("warning", msg, server=self.server.name, disk=t.index, cycle=cyc.number)
 
     def _tell_failed(self, cyc: Cycle, works: list[DiskWork]) -> None:
         for w in works:
