@@ -291,3 +291,49 @@ def test_token_and_other_requests_are_control_plane_by_host() -> None:
     route = router.route("https://login.microsoftonline.com/tenant/oauth2/v2.0/token")
     assert route.plane == "control" and route.proxy == "http://proxy.corp:3128" and route.pinned is None
 
+
+
+# -- the project wires the router into its cache store -------------------------------------------------
+
+def project_with(root: Path, az: Azurite, container: str, account_url: str, network: str) -> Any:
+    from godwit.project.project import init, open_project
+
+    init(root).close()
+    (root / "godwit.toml").write_text(f"""
+[cache]
+kind = "azure"
+account_url = "{account_url}"
+container = "{container}"
+credential = {{ kind = "account_key", env = "{az.key_env}" }}
+ca_file = "{az.ca_file}"
+retries = 0
+
+[network]
+{network}
+""")
+    return open_project(root)
+
+
+def test_a_project_sends_its_cache_traffic_on_the_network_tables_route(
+        cache_azurite: Azurite, cache_container: str, proxy: Tinyproxy, tmp_path: Path) -> None:
+    project = project_with(tmp_path / "p1", cache_azurite, cache_container,
+                           f"https://127.0.0.1:{cache_azurite.port}/{ACCOUNT}", f'proxy = "{proxy.url}"')
+    try:
+        project.store.put("net/probe", b"x")
+        assert project.router is not None and project.router.last_data_route is not None
+        assert project.router.last_data_route.proxy == proxy.url
+        assert f"127.0.0.1:{cache_azurite.port}" in proxy.connects()
+    finally:
+        project.close()
+
+
+def test_a_project_refuses_a_public_answer_for_its_cache_account(
+        cache_azurite: Azurite, cache_container: str, dns: Dnsmasq, tmp_path: Path) -> None:
+    dns.set_records({PRIVATELINK: ["20.60.1.2"]})
+    project = project_with(tmp_path / "p2", cache_azurite, cache_container, f"https://{FQDN}:{cache_azurite.port}",
+                           f'data_plane = "private-endpoint"\ndns_servers = ["127.0.0.1:{dns.port}"]')
+    try:
+        with pytest.raises(NetworkPolicyError, match="public, not private"):
+            project.store.put("net/probe", b"x")
+    finally:
+        project.close()

@@ -12,7 +12,15 @@
 
 from godwit.network.bypass import BypassList, normalize_host
 from godwit.network.resolve import Resolution, Resolver
-from godwit.network.route import AnswerChange, Plane, Route, Router, data_host_of, private_endpoint_fix
+from godwit.network.route import (
+    AnswerChange,
+    Plane,
+    Route,
+    Router,
+    data_host_of,
+    private_endpoint_fix,
+    router_for,
+)
 
 __all__ = ["AnswerChange", "BypassList", "Plane", "Resolution", "Resolver", "Route", "Router", "data_host_of",
-           "normalize_host", "private_endpoint_fix"]
+           "normalize_host", "private_endpoint_fix", "router_for"]

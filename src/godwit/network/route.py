@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from godwit.config.network import IPAddress, IPNetwork, NetworkConfig
@@ -111,6 +111,14 @@ def private_endpoint_fix(resolution: Resolution, problems: Sequence[str]) -> str
 def data_host_of(account_url: str) -> str:
     """The host of an account URL, normalised (the data host when it is the cache account's)."""
     return normalize_host(urlsplit(account_url).hostname or "")
+
+
+def router_for(network: NetworkConfig, cache_account_url: str | None, **kwargs: Any) -> Router | None:
+    """The project's Router, or None without a ``[network]`` table (then the Azure sections' own
+    proxy settings apply). ``kwargs`` go to :class:`Router` (``on_change`` for the engine's event)."""
+    if not network.configured:
+        return None
+    return Router(network, [data_host_of(cache_account_url)] if cache_account_url else [], **kwargs)
 
 
 class Router:
