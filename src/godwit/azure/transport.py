@@ -215,7 +215,12 @@ def _routed_transport(plane: Plane, settings: AzureSettings, router: Router, poo
                           hint="remove proxy from the account's section; set [network] proxy and bypass instead")
     network = router.network
     auth = read_proxy_secret(network.proxy_credential) if network.proxy_credential else None
-    proxy_headers = {"Proxy-Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    basic = base64.b64encode(auth.encode()).decode() if auth else ""
+    if basic:
+        from godwit.azure.credentials import register_secret
+
+        register_secret(basic)  # the header's form of the secret, should anything ever print it
+    proxy_headers = {"Proxy-Authorization": "Basic " + basic} if basic else {}
 
     class Adapter(HTTPAdapter):
         """Asks the router for each request's route, then sends it there: proxied, direct, or direct
