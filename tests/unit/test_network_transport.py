@@ -337,3 +337,16 @@ def test_a_project_refuses_a_public_answer_for_its_cache_account(
             project.store.put("net/probe", b"x")
     finally:
         project.close()
+
+
+def test_page_blob_replicas_take_the_router_too(azurite: Azurite, azure_container: str, proxy: Tinyproxy,
+                                                tmp_path: Path) -> None:
+    from godwit.replicas.pageblob import open_pageblob_replica
+
+    router = Router(NetworkConfig(proxy=proxy.url, configured=True))
+    replica = open_pageblob_replica(azurite.options(azure_container, retries=0), tmp_path, "srv-disk0", router)
+    try:
+        replica.points()
+    finally:
+        replica.close()
+    assert f"127.0.0.1:{azurite.port}" in proxy.connects()
