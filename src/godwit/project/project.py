@@ -72,7 +72,9 @@ class Project:
         """The routing decision for every Azure request (``[network]``); None without that table."""
         if self._router is None:
             url = self.config.cache.options.get("account_url") if self.config.cache.kind == "azure" else None
-            self._router = router_for(self.config.network, url if isinstance(url, str) else None)
+            self._router = router_for(self.config.network, url if isinstance(url, str) else None,
+                                      on_change=lambda change: self.db.event(
+                                          "error" if change.problems else "warning", change.describe()))
         return self._router
 
     @property
