@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from godwit.config.model import Config
 from godwit.config import model as configmod
+from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
 from godwit.errors import ConflictError, ProjectError, StoreError
 from godwit.network.route import Router, router_for
