@@ -125,6 +125,11 @@ def _required(value: str | None, option: str, why: str) -> str:
     return value
 
 
+def _default(value: str | None, default: str) -> str:
+    # An empty option is a value to check (and refuse), not a request for the default.
+    return default if value is None else value
+
+
 def _account_from_url(url: str, section: str) -> tuple[str, str | None]:
     """(account, blob suffix or None for an emulator address)."""
     try:
@@ -155,7 +160,7 @@ def resolve(opts: PlanOptions, project: ProjectView) -> PlanInputs:
 
     # The cache account: an option wins over [cache] account_url.
     suffix: str | None = None
-    if opts.account:
+    if opts.account is not None:
         account = names.STORAGE_ACCOUNT.check("--account", opts.account)
         origins.append(f"cache account {account} from --account")
     elif project.cache_account_url:
@@ -169,7 +174,7 @@ def resolve(opts: PlanOptions, project: ProjectView) -> PlanInputs:
                          hint='set [cache] kind = "azure" and account_url, or pass --account NAME')
 
     gateway: str | None = None
-    if opts.gateway_account:
+    if opts.gateway_account is not None:
         gateway = names.STORAGE_ACCOUNT.check("--gateway-account", opts.gateway_account)
     elif project.gateway_account_url:
         gateway, _ = _account_from_url(project.gateway_account_url, "gateway")
@@ -208,19 +213,19 @@ def _endpoint(opts: PlanOptions, rg: str, account: str) -> EndpointInputs:
     why = "for a private endpoint (the VNet that reaches the ExpressRoute gateway)"
     vnet = names.VNET.check("--vnet", _required(opts.vnet, "--vnet", why))
     subnet = names.SUBNET.check("--subnet", _required(opts.subnet, "--subnet", why))
-    net_rg = names.RESOURCE_GROUP.check("--network-resource-group", opts.network_resource_group or rg)
-    pe = names.ENDPOINT.check("--endpoint-name", opts.endpoint_name or f"pe-{account}-blob")
+    net_rg = names.RESOURCE_GROUP.check("--network-resource-group", _default(opts.network_resource_group, rg))
+    pe = names.ENDPOINT.check("--endpoint-name", _default(opts.endpoint_name, f"pe-{account}-blob"))
     if opts.dns not in DNS_CHOICES:
         raise UsageError(f"--dns {opts.dns!r} is unknown", hint="use --dns zone-group or --dns a-record")
-    forwarder = names.ipv4("--forwarder-ip", opts.forwarder_ip) if opts.forwarder_ip else None
+    forwarder = names.ipv4("--forwarder-ip", opts.forwarder_ip) if opts.forwarder_ip is not None else None
     return EndpointInputs(vnet, subnet, net_rg, pe, opts.dns, forwarder)
 
 
 def _peering(opts: PlanOptions, rg: str, account: str, source_name: str | None,
              target_name: str | None) -> PeeringInputs:
     circuit = names.CIRCUIT.check("--circuit", _required(opts.circuit, "--circuit", "for Microsoft peering"))
-    circuit_rg = names.RESOURCE_GROUP.check("--circuit-resource-group", opts.circuit_resource_group or rg)
-    route_filter = names.ROUTE_FILTER.check("--route-filter", opts.route_filter or f"rf-godwit-{account}")
+    circuit_rg = names.RESOURCE_GROUP.check("--circuit-resource-group", _default(opts.circuit_resource_group, rg))
+    route_filter = names.ROUTE_FILTER.check("--route-filter", _default(opts.route_filter, f"rf-godwit-{account}"))
     why_region = "(Microsoft peering needs the regional communities of both regions)"
     source = lookup("--source-region", names.region(
         "--source-region", _required(source_name, "--source-region", why_region)))

@@ -82,7 +82,7 @@ def account_steps(p: PlanInputs) -> tuple[Step, ...]:
     if p.mode == "private-endpoint":
         steps.append(Step("Upgrade the cache account to general-purpose v2, if it is not", (
             "Private endpoints exist only on general-purpose v2 accounts. The upgrade is one-way and needs",
-            "Microsoft.Storage/storageAccounts/write (the account owner): the role above leaves it out.",
+            "Microsoft.Storage/storageAccounts/write (the account owner): the custom role leaves it out.",
         ), (
             Command(("storage", "account", "show", *_account(p), "--query", "kind", "--output", "tsv"),
                     capture=kind),
