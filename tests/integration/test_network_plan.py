@@ -10,6 +10,7 @@ Bicep files and role definitions are compared with golden files (GODWIT_UPDATE_G
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,12 +19,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from godwit import __version__
-from godwit.checks.plan import PlanOptions, ProjectView, make_plan
+from godwit.checks.plan import PlanOptions, ProjectView, make_plan, names, project_view, regions
 from godwit.checks.plan.render_bicep import literal
 from godwit.errors import UsageError
 
@@ -106,12 +108,16 @@ READY = {"kind": "StorageV2", "publicNetworkAccess": "Enabled", "[0].id": "/prov
 def azcli() -> Path:
     """The Azure CLI's python, in a venv of its own (it pins its own azure-* packages)."""
     venv = Path(os.environ.get("GODWIT_AZCLI") or ROOT / ".tools" / "azcli")
-    stamp = venv / ".godwit-installed"
+    stamp = venv / ".godwit-installed"  # written last: a half-made venv is made again
     python = venv / "bin" / "python"
-    if not (stamp.exists() and stamp.read_text() == AZURE_CLI and python.exists()):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", AZURE_CLI], check=True, timeout=1500)
-        stamp.write_text(AZURE_CLI)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Test runs that share .tools wait for one another rather than rebuild a venv in use.
+    with open(venv.parent / ".azcli.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (stamp.exists() and stamp.read_text() == AZURE_CLI and python.exists()):
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", AZURE_CLI], check=True, timeout=1500)
+            stamp.write_text(AZURE_CLI)
     return python
 
 
@@ -333,3 +339,35 @@ def test_cli_reads_the_project_and_refuses_a_hostile_account_url(tmp_path: Path)
     (tmp_path / "godwit.toml").write_text(CONFIG.replace("lsacache01.blob", "lsa$(id).blob"))
     proc = subprocess.run(base, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and "storage account name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_network_table_drives_the_plan_when_present() -> None:
+    # The shape of godwit.config's [network] table: read when the configuration has one.
+    config = SimpleNamespace(
+        cache=SimpleNamespace(kind="azure", options={"account_url": "https://lsacache01.blob.core.windows.net"}),
+        gateway={"account_url": "https://gwsastate01.blob.core.windows.net"},
+        network=SimpleNamespace(data_plane="microsoft-peering", source_region="westeurope",
+                                target_region="uksouth", route_filter_communities=("12076:5070", "12076:5060")))
+    text = make_plan(PlanOptions(subscription=SUB, resource_group="rg", circuit="c1"), project_view(config))
+    assert "--communities 12076:51002 12076:51024 12076:5060 12076:5070" in text
+    assert "mode microsoft-peering from [network] data_plane" in text
+    assert "--location uksouth" in text
+    local = SimpleNamespace(cache=SimpleNamespace(kind="local", options={}), gateway={})
+    with pytest.raises(UsageError, match="no cache account"):
+        make_plan(PlanOptions(mode="private-endpoint", subscription=SUB, resource_group="rg"), project_view(local))
+
+
+def test_community_table() -> None:
+    table = regions.regions()
+    assert table["westeurope"].community == "12076:51002" and table["eastus"].community == "12076:51004"
+    assert regions.cloud("public").entra_id == "12076:5060"
+    for key, region in table.items():
+        assert names.REGION.pattern.fullmatch(key) and regions.lookup("--x", region.name) == region
+        assert names.community("--x", region.community) == region.community
+        assert region.storage_community is None or region.storage_community == region.community.replace(":51", ":52")
+    src = regions.source()
+    assert src.url.startswith("https://learn.microsoft.com/") and src.page_date and src.retrieved
+    # Sovereign clouds: the account's endpoint suffix follows the region's cloud.
+    china = make_plan(PlanOptions(mode="microsoft-peering", subscription=SUB, resource_group="rg", account="lsa01",
+                                  circuit="c", source_region="chinanorth", target_region="chinaeast2"), ProjectView())
+    assert "lsa01.blob.core.chinacloudapi.cn" in china and "publishes no Microsoft Entra ID community" in china

@@ -28,6 +28,8 @@ class ProjectView:
     gateway_account_url: str | None = None
     #: from ``[network]`` when the configuration has one: data_plane, source_region, target_region
     network: dict[str, Any] = field(default_factory=dict)
+    #: ``[network] route_filter_communities``: what the filter must carry (`network check` compares)
+    route_filter_communities: tuple[str, ...] = ()
 
 
 def project_view(config: Any) -> ProjectView:
@@ -40,9 +42,12 @@ def project_view(config: Any) -> ProjectView:
         value = section.get(key) if isinstance(section, dict) else getattr(section, key, None)
         if isinstance(value, str) and value:
             network[key] = value
+    listed = (section.get("route_filter_communities") if isinstance(section, dict)
+              else getattr(section, "route_filter_communities", None))
+    communities = tuple(c for c in listed or () if isinstance(c, str))
     return ProjectView(cache_url if isinstance(cache_url, str) else None,
                        gateway.get("account_url") if isinstance(gateway.get("account_url"), str) else None,
-                       network)
+                       network, communities)
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ def resolve(opts: PlanOptions, project: ProjectView) -> PlanInputs:
     if mode == "private-endpoint":
         endpoint = _endpoint(opts, rg, account)
     else:
-        peering = _peering(opts, rg, account, source_name, target_name)
+        peering = _peering(opts, rg, account, source_name, target_name, project.route_filter_communities)
     return PlanInputs(mode, subscription, rg, location, account, suffix, gateway, endpoint, peering, tuple(origins))
 
 
@@ -221,8 +226,8 @@ def _endpoint(opts: PlanOptions, rg: str, account: str) -> EndpointInputs:
     return EndpointInputs(vnet, subnet, net_rg, pe, opts.dns, forwarder)
 
 
-def _peering(opts: PlanOptions, rg: str, account: str, source_name: str | None,
-             target_name: str | None) -> PeeringInputs:
+def _peering(opts: PlanOptions, rg: str, account: str, source_name: str | None, target_name: str | None,
+             configured: tuple[str, ...]) -> PeeringInputs:
     circuit = names.CIRCUIT.check("--circuit", _required(opts.circuit, "--circuit", "for Microsoft peering"))
     circuit_rg = names.RESOURCE_GROUP.check("--circuit-resource-group", _default(opts.circuit_resource_group, rg))
     route_filter = names.ROUTE_FILTER.check("--route-filter", _default(opts.route_filter, f"rf-godwit-{account}"))
@@ -239,6 +244,8 @@ def _peering(opts: PlanOptions, rg: str, account: str, source_name: str | None,
                                   (target.community, f"regional community of the target region {target.name}")]
     if entra:
         why.append((entra, "Microsoft Entra ID (Azure Active Directory)"))
+    why += [(names.community("[network] route_filter_communities", c), "listed in [network] route_filter_communities")
+            for c in configured]
     why += [(names.community("--community", c), "given with --community") for c in opts.communities]
     seen: dict[str, str] = {}
     for value, what in why:
