@@ -1,7 +1,7 @@
 """`godwit network plan`: the cloud-side steps of the data path, ready to run.
 
 :func:`make_plan` turns the options and the project's configuration into checked inputs and
-renders them as an Azure CLI script (``az``, which creates its own custom role first), a Bicep file
+renders them as an Azure CLI script (``az``; run with ``--create-role`` it creates the custom role alone), a Bicep file
 (``bicep``) or the custom role definition alone (``role``, with the deployment operations Bicep needs).
 """
 

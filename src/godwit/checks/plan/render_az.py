@@ -58,7 +58,12 @@ def render_az(plan: Plan) -> str:
     for n, step in enumerate(plan.steps):
         out.append(comment(f"Step {n}: {step.title}"))
         out += [comment(line) for line in step.why]
-        out += [render_command(c) for c in step.commands]
+        if step.alone_with is None:
+            out += [render_command(c) for c in step.commands]
+        else:
+            out.append(f'if [ "${{1:-}}" = {shlex.quote(step.alone_with)} ]; then')
+            out += [render_command(c, _INDENT) for c in step.commands]
+            out += [f"{_INDENT}exit 0", "fi"]
         out.append("")
     out.append(comment("Notes"))
     out += [comment(f"- {note}") for note in plan.notes]

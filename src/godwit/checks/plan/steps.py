@@ -16,6 +16,8 @@ from godwit.checks.plan.inputs import MICROSOFT_PEERING, PlanInputs
 from godwit.checks.plan.role import role_definition, role_name, scopes
 
 GPV2 = "StorageV2"
+#: Whoever holds only the custom role cannot read role definitions: creating the role is a run of its own.
+CREATE_ROLE = "--create-role"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Step:
     title: str
     why: tuple[str, ...]
     commands: tuple[Command, ...] = ()
+    #: A script argument that runs this step alone (and only this step): steps for another person.
+    alone_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def _account(p: PlanInputs) -> tuple[str, ...]:
 def role_step(p: PlanInputs, *, bicep: bool = False) -> Step:
     role = Var("ROLE_ID")
     doc = json.dumps(role_definition(p, bicep=bicep), ensure_ascii=False, separators=(",", ":"))
-    return Step("Custom role with the article's permissions (an administrator runs this once)", (
+    return Step(f"Custom role with the article's permissions: an administrator runs `bash FILE {CREATE_ROLE}` once", (
         "Least privilege: only the operations the steps below need, on the resource groups they touch.",
         "Assign it to whoever runs the plan, on each scope: az role assignment create --assignee WHO "
         f"--role {shlex.quote(role_name(p))} " + " ".join(f"--scope {shlex.quote(s)}" for s in scopes(p)),
@@ -73,7 +77,7 @@ def role_step(p: PlanInputs, *, bicep: bool = False) -> Step:
         Command(("role", "definition", "list", *_sub(p), "--name", role_name(p), "--query", "[0].id",
                  "--output", "tsv"), capture=role),
         Command(("role", "definition", "create", *_sub(p), "--role-definition", doc), when=Guard(role, True, "")),
-    ))
+    ), alone_with=CREATE_ROLE)
 
 
 def account_steps(p: PlanInputs) -> tuple[Step, ...]:
