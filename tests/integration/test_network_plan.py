@@ -206,6 +206,8 @@ def test_gateway_account_gets_no_private_endpoint_and_the_plan_says_so(tmp_path:
             text = plan(name, fmt)
             assert "gateway account gwsastate01 gets NO private endpoint" in text
             assert "public endpoint stays enabled" in text
+    same = make_plan(PlanOptions(**{**CASES["pe-zone-group"][0].__dict__, "gateway_account": "lsacache01"}), PROJECT)
+    assert "WARNING: [gateway] names the cache account lsacache01 itself" in same
     text = plan("pe-zone-group", "az")
     assert "Never bypass *.blob.core.windows.net" in text
     assert "conditional forwarder for blob.core.windows.net to 10.20.0.4" in text

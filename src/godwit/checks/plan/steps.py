@@ -184,7 +184,10 @@ def peering_steps(p: PlanInputs) -> tuple[Step, ...]:
 
 def notes(p: PlanInputs) -> tuple[str, ...]:
     out: list[str] = []
-    if p.gateway_account:
+    if p.gateway_account == p.account:
+        out.append(f"WARNING: [gateway] names the cache account {p.account} itself: its state traffic would take the "
+                   "data path too. Give the gateway an account of its own (the article's gwsa… account).")
+    elif p.gateway_account:
         out.append(f"The gateway account {p.gateway_account} gets NO private endpoint and NO route change: it holds "
                    "replication state and needs the internet path (through the proxy, if any).")
     if p.mode == "private-endpoint":
