@@ -15,6 +15,8 @@ from godwit.errors import ConflictError, CorruptObjectError, SourceError
 from godwit.project.project import Project, init
 from tests.helpers import Replayer, convert, make_raw, read_view, scribble, write_at
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 SIZE = (16 << 20) + 3 * 4096  # not a multiple of the 64 KiB block
 
 

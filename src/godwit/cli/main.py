@@ -95,12 +95,12 @@ def events(
     with project_from(project) as p:
         rows = p.db.events(server, limit)
     if json_:
-        print_json(rows)
+        print_json([r.model_dump(mode="json") for r in rows])
         return
     table = Table("time", "level", "server", "cycle", "message")
     for r in rows:
-        table.add_row(datetime.fromtimestamp(r["ts"]).strftime("%Y-%m-%d %H:%M:%S"), r["level"],
-                      r["server"] or "", str(r["cycle"] or ""), r["message"])
+        table.add_row(datetime.fromtimestamp(r.ts).strftime("%Y-%m-%d %H:%M:%S"), r.level,
+                      r.server or "", str(r.cycle or ""), r.message)
     out.print(table)
 
 
