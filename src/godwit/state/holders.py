@@ -23,7 +23,8 @@ class Holder:
 
 
 def me() -> Holder:
-    return Holder(os.getpid(), _short(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])), time.time())
+    prog = "godwit" if sys.argv[0].endswith("__main__.py") else Path(sys.argv[0]).name  # python -m godwit
+    return Holder(os.getpid(), _short(" ".join([prog, *sys.argv[1:]])), time.time())
 
 
 def encode(h: Holder) -> bytes:
