@@ -14,7 +14,7 @@ from pathlib import Path
 from godwit.config import model as configmod
 from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
-from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
 from godwit.state import StateDB
@@ -172,8 +172,8 @@ def holds_data(root: Path, cfg: Config) -> bool:
             return next(iter(store.list("servers/")), None) is not None
         finally:
             store.close()
-    except StoreError:
-        return True  # cannot look: refuse rather than start over blindly
+    except GodwitError:
+        return False  # no container yet, a bad [cache] or no network: the local evidence above decides
 
 
 def open_project(root: Path | None = None, *, database_url: str | None = None) -> Project:
