@@ -119,6 +119,42 @@ def test_a_long_lock_names_its_holder(db_url: str, state_url: str | None) -> Non
     assert exc.value.hint and "wait" in exc.value.hint
 
 
+_UPGRADE_HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from godwit.state.locks import file_lock
+    with file_lock(Path(sys.argv[1]), "a test's upgrade"):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_an_upgrade_waits_for_another_then_names_it(db_url: str, state_url: str | None) -> None:
+    if state_url is None:
+        lock = db_url.removeprefix("sqlite:///") + ".upgrade-lock"
+        proc = subprocess.Popen([sys.executable, "-c", _UPGRADE_HOLDER, lock], cwd=ROOT, stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+            with pytest.raises(ConflictError, match=rf"schema upgrade .* \(pid {proc.pid} \("):
+                StateDB(db_url, busy_timeout=1)
+        finally:
+            proc.kill()
+            proc.wait()
+    else:
+        import psycopg
+
+        from godwit.state.upgrade import PG_UPGRADE_LOCK
+
+        conninfo = db_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo, application_name="another-upgrade") as other:
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (PG_UPGRADE_LOCK,))
+            with pytest.raises(ConflictError, match="another-upgrade"):
+                StateDB(db_url, busy_timeout=1)
+            other.rollback()
+    StateDB(db_url).close()  # once the other lets go, the upgrade runs
+
+
 def test_status_is_typed_and_its_json_validates(project: Project, tmp_path: Path) -> None:
     disk = make_raw(tmp_path / "d.raw", 4 << 20, seed=3)
     add_server(project, "s", [str(disk)])
@@ -126,7 +162,7 @@ def test_status_is_typed_and_its_json_validates(project: Project, tmp_path: Path
     [st] = replication.status(project, "s")
     assert isinstance(st, ServerStatus) and st.last_cycle == 1 and st.disks[0].bytes_read > 0
     assert st.cycles[-1].bottleneck in ("source", "cpu", "store", "throttle", "none")
-    env = {**os.environ, "GODWIT_DATABASE_URL": project.db.url}
+    env = {**os.environ, "GODWIT_DATABASE_URL": project.db.sa_url.render_as_string(hide_password=False)}
     proc = subprocess.run([sys.executable, "-m", "godwit", "replicate", "status", "--json", "-p", str(project.root)],
                           capture_output=True, text=True, timeout=60, env=env, check=True)
     rows = [ServerStatus.model_validate(r) for r in json.loads(proc.stdout)]
@@ -140,7 +176,7 @@ def test_remove_refused_while_a_cycle_runs(project: Project, tmp_path: Path) -> 
     replication.start(project, "s")  # the initial cycle; the next one is slowed down below
     with disk.open("r+b") as f:
         f.write(os.urandom(8 << 20))
-    env = {**os.environ, "GODWIT_DATABASE_URL": project.db.url}
+    env = {**os.environ, "GODWIT_DATABASE_URL": project.db.sa_url.render_as_string(hide_password=False)}
     proc = subprocess.Popen([sys.executable, "-m", "godwit", "replicate", "cycle", "s", "--max-mbps", "8", "-p",
                              str(project.root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -57,8 +57,8 @@ class StateDB:
 
     def __init__(self, url: str, *, may_create: Callable[[], bool] | None = None,
                  busy_timeout: float = BUSY_TIMEOUT) -> None:
-        self.sa_url: URL = parse(url)
-        self.url = self.sa_url.render_as_string(hide_password=False)
+        self.sa_url: URL = parse(url)  # with its password: never print it
+        self.url = redact(self.sa_url)  # safe to show
         self.busy_timeout = busy_timeout
         self._errors = Translator(self.sa_url, busy_timeout, self._pg_transactions)
         self.engine: Engine = self._make_engine()
@@ -96,7 +96,7 @@ class StateDB:
                     raise ProjectError(f"the state database {where} holds no godwit state, but the project holds "
                                        "data (cache objects, replicas or block hashes)",
                                        hint="point [state] url at the project's database, or restore it")
-            upgrade.upgrade(self.engine, path)
+            upgrade.upgrade(self.engine, path, wait=self.busy_timeout)
         except SQLAlchemyError as exc:
             raise self._errors.translate(exc) from None
         except ValueError as exc:  # e.g. the revision table holds garbage

@@ -9,8 +9,6 @@ descriptor of it drops SQLite's own POSIX locks).
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +18,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
 from godwit.errors import ProjectError
+from godwit.state.locks import file_lock
 from godwit.state.schema import metadata
 
 #: The newest migration in ``migrations/versions`` (a test keeps the two in step). Checking it with
@@ -78,23 +77,20 @@ def migrate(connection: Connection) -> None:
         command.upgrade(cfg, "head")
 
 
-def upgrade(engine: Engine, sqlite_file: Path | None) -> None:
-    """Run ``migrate`` under the upgrade lock, in one transaction."""
-    with _file_lock(sqlite_file), engine.begin() as c:
+def upgrade(engine: Engine, sqlite_file: Path | None, *, wait: float) -> None:
+    """Run ``migrate`` under the upgrade lock, in one transaction; wait up to ``wait`` seconds for
+    another process's upgrade (PostgreSQL: its lock_timeout)."""
+    with _file_lock(sqlite_file, wait), engine.begin() as c:
         if c.dialect.name == "postgresql":  # held until this transaction ends
             c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_UPGRADE_LOCK})
         migrate(c)
 
 
 @contextmanager
-def _file_lock(sqlite_file: Path | None) -> Iterator[None]:
+def _file_lock(sqlite_file: Path | None, wait: float) -> Iterator[None]:
     if sqlite_file is None:  # PostgreSQL, or in-memory SQLite (one connection, nobody to race)
         yield
         return
-    fd = os.open(sqlite_file.with_name(sqlite_file.name + ".upgrade-lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(sqlite_file.with_name(sqlite_file.name + ".upgrade-lock"),
+                   f"a schema upgrade of {sqlite_file}", wait=wait):
         yield
-    finally:
-        os.close(fd)
