@@ -195,3 +195,22 @@ def test_remove_refused_while_a_cycle_runs(project: Project, tmp_path: Path) -> 
     remove_server(project, "s", force=True)  # nothing runs now
     with project.db.tx() as c:
         assert c.execute(select(func.count()).select_from(t.disks)).scalar() == 0
+
+
+def test_numbers_beyond_64_bits_name_no_row(project: Project, tmp_path: Path) -> None:
+    """`migrate -r 99999999999999999999999` and `events --limit …` used to end in an OverflowError."""
+    from godwit.engine.mover import apply_server
+    from godwit.errors import NotFoundError, UsageError
+    from godwit.migrate import migration
+
+    huge = 99999999999999999999999
+    add_server(project, "s", [str(make_raw(tmp_path / "d.raw", 2 << 20, seed=2))])
+    replication.start(project, "s")
+    apply_server(project, "s")
+    with pytest.raises(NotFoundError, match=f"recovery point {huge} of s does not exist"):
+        migration.test_migration(project, "s", recovery_point=str(huge), out_dir=tmp_path / "out")
+    with pytest.raises(NotFoundError):
+        project.db.cycle(project.db.server("s").id, huge)
+    assert [e.message for e in project.db.events(limit=huge)][-1] == "server added with 1 disk(s)"
+    with pytest.raises(UsageError, match="at least 1"):
+        project.db.events(limit=0)

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from godwit.errors import NotFoundError
 from godwit.state import schema as t
-from godwit.state.models import Cycle, CycleDisk
+from godwit.state.models import Cycle, CycleDisk, fits_int64
 
 
 def cycle_from_row(r: Any) -> Cycle:
@@ -32,6 +32,8 @@ class CycleRows:
         return [cycle_from_row(r) for r in self.c.execute(q.order_by(t.cycles.c.number))]
 
     def get(self, server_id: int, number: int) -> Cycle:
+        if not fits_int64(number):
+            raise NotFoundError(f"cycle {number} does not exist")
         r = self.c.execute(select(t.cycles).where(t.cycles.c.server_id == server_id,
                                                   t.cycles.c.number == number)).first()
         if r is None:

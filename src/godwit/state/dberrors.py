@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
-from godwit.errors import ConflictError, GodwitError, ProjectError
+from godwit.errors import ConflictError, GodwitError, ProjectError, UsageError
 from godwit.state import holders
 from godwit.state.urls import SQLITE, redact
 
@@ -74,6 +74,8 @@ class Translator:
             return ConflictError(f"the state changed under this command: {_first_line(exc)}",
                                  hint="another godwit command changed the same server at the same time "
                                       "(was it removed?); check `godwit server list` and run the command again")
+        if isinstance(exc, DataError):
+            return UsageError(f"a value does not fit the state database: {_first_line(exc)}")
         if isinstance(exc, OperationalError):
             return ProjectError(f"cannot use the state database {self.where()}: {_first_line(exc)}",
                                 hint="check that the database is reachable and that godwit may write to it")
@@ -87,6 +89,8 @@ class Translator:
             yield
         except SQLAlchemyError as exc:
             raise self.translate(exc) from None
+        except OverflowError as exc:  # sqlite3 refuses an int beyond 64 bits before any SQL runs
+            raise UsageError(f"a number is too large for the state database ({exc})") from None
 
 
 def damaged(where: str, detail: str) -> ProjectError:

@@ -6,7 +6,9 @@ import time
 
 from sqlalchemy import Connection, select
 
+from godwit.errors import UsageError
 from godwit.state import schema as t
+from godwit.state.models import INT64_MAX
 from godwit.state.views import Event
 
 
@@ -20,7 +22,10 @@ class Events:
                                                 cycle=cycle, message=message))
 
     def recent(self, server: str | None = None, limit: int = 50) -> list[Event]:
-        """Newest first."""
+        """The newest ``limit`` events, newest first."""
+        if limit < 1:
+            raise UsageError(f"the number of events to show must be at least 1, not {limit}")
+        limit = min(limit, INT64_MAX)  # more than any log holds: the same answer, and a valid LIMIT
         q = select(t.events)
         if server:
             q = q.where(t.events.c.server == server)

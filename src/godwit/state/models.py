@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+INT64_MAX = 2**63 - 1
+
+
+def fits_int64(n: int) -> bool:
+    """Whether ``n`` can be a database integer at all (a number beyond it names no row)."""
+    return -INT64_MAX - 1 <= n <= INT64_MAX
+
 
 @dataclass(frozen=True)
 class Server:

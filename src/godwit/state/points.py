@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from godwit.state import schema as t
-from godwit.state.models import RecoveryPoint
+from godwit.state.models import RecoveryPoint, fits_int64
 
 
 def _point(r: Any) -> RecoveryPoint:
@@ -27,6 +27,8 @@ class RecoveryPoints:
 
     def find(self, server_id: int, number: int) -> RecoveryPoint | None:
         """Point ``number`` whether live or released."""
+        if not fits_int64(number):
+            return None
         r = self.c.execute(select(t.recovery_points).where(t.recovery_points.c.server_id == server_id,
                                                            t.recovery_points.c.number == number)).first()
         return _point(r) if r is not None else None
