@@ -214,3 +214,23 @@ def test_numbers_beyond_64_bits_name_no_row(project: Project, tmp_path: Path) ->
     assert [e.message for e in project.db.events(limit=huge)][-1] == "server added with 1 disk(s)"
     with pytest.raises(UsageError, match="at least 1"):
         project.db.events(limit=0)
+
+
+def test_opening_cycles_concurrently_never_reuses_a_number(project: Project) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with project.db.unit() as u:
+        sid = u.servers.add("s", [NewDisk("/d", "raw", 1 << 20)]).id
+
+    def open_one(_: int) -> int:
+        with project.db.unit() as u:
+            return u.cycles.open_next(sid, "delta", time.time()).number
+
+    with ThreadPoolExecutor(4) as pool:
+        numbers = list(pool.map(open_one, range(12)))
+    assert sorted(numbers) == list(range(1, 13))
+    kinds = {c.number: c.kind for c in project.db.cycles(sid)}
+    assert set(kinds.values()) == {"initial"}  # nothing committed yet
+    with project.db.unit() as u:
+        u.cycles.update(u.cycles.get(sid, 1).id, state="committed")
+        assert u.cycles.open_next(sid, "delta", time.time()).kind == "delta"

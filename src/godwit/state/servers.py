@@ -54,14 +54,13 @@ class Servers:
         if self.find(name) is not None:
             raise ConflictError(f"a server named {name!r} already exists",
                                 hint="pick another name, or `godwit server remove` the old one")
-        try:
-            with self.c.begin_nested():  # a concurrent add of the same name loses cleanly
-                sid = self.c.execute(t.servers.insert().values(
-                    uid=secrets.token_hex(8), name=name, state="added", created=time.time())
-                ).inserted_primary_key[0]  # type: ignore[index]
-                for idx, d in enumerate(disks):
-                    self.c.execute(t.disks.insert().values(server_id=sid, idx=idx, uid=secrets.token_hex(8),
-                                                           spec=d.spec, format=d.format, size=d.size, state="ok"))
+        try:  # a concurrent add of the same name loses here; the unit then rolls back whole
+            sid = self.c.execute(t.servers.insert().values(
+                uid=secrets.token_hex(8), name=name, state="added", created=time.time())
+            ).inserted_primary_key[0]  # type: ignore[index]
+            for idx, d in enumerate(disks):
+                self.c.execute(t.disks.insert().values(server_id=sid, idx=idx, uid=secrets.token_hex(8),
+                                                       spec=d.spec, format=d.format, size=d.size, state="ok"))
         except IntegrityError:
             raise ConflictError(f"a server named {name!r} already exists") from None
         return self.get(name)
