@@ -60,10 +60,11 @@ class Translator:
 
     def lock_error(self) -> ConflictError:
         found = self._holders()
-        who = "; ".join(h.describe() for h in found[:3]) if found else "another process (not visible from here)"
+        who = "; ".join(h.describe() for h in found[:3]) if found else "not visible from here"
+        kind = "processes with it open" if sqlite_path(self.url) is not None else "sessions in a transaction"
         return ConflictError(
-            f"the state database {self.where()} stayed locked for more than {self.busy_timeout:.0f}s; "
-            f"held by {who}",
+            f"the state database {self.where()} stayed locked for more than {self.busy_timeout:.0f}s "
+            f"by another process ({kind}: {who})",
             hint="wait for that command to finish, or stop it (a tool such as sqlite3 or psql holding a "
                  "transaction open also blocks godwit); then run the command again")
 

@@ -16,9 +16,11 @@ class Holder:
     pid: int
     command: str
     since: float | None  # epoch seconds; None when unknown
+    since_label: str = "since"  # "since" it took the lock or opened its transaction; "started" for a process
 
     def describe(self) -> str:
-        when = f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.since))}" if self.since else ""
+        when = f" {self.since_label} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.since))}" \
+            if self.since else ""
         return f"pid {self.pid} ({self.command}){when}"
 
 
@@ -85,6 +87,6 @@ def processes_with_open(path: Path) -> list[Holder]:
                 continue
             if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
                 pid = int(entry.name)
-                found.append(Holder(pid, _cmdline(pid), _started(pid)))
+                found.append(Holder(pid, _cmdline(pid), _started(pid), "started"))
                 break
     return sorted(found, key=lambda h: h.since or 0.0)
