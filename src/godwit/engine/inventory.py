@@ -2,31 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from pathlib import Path
 
 from godwit.errors import ConflictError, SourceError, UsageError
 from godwit.project.project import NAME_RE, Project
-from godwit.sources import open_source, probe_format
+from godwit.sources import open_source, record_format
 from godwit.state.db import Disk, Server
 from godwit.state.locks import server_lock
 from godwit.state.servers import NewDisk
 
+log = logging.getLogger(__name__)
 
-def add_server(project: Project, name: str, specs: list[str]) -> tuple[Server, list[Disk]]:
+
+def add_server(project: Project, name: str, specs: list[str],
+               formats: list[str] | None = None) -> tuple[Server, list[Disk]]:
+    """``formats``: none (probe each disk safely), one for every disk, or one per disk in order."""
     if not NAME_RE.match(name):
         raise UsageError(f"server name {name!r} is not valid",
                          hint="use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     if not specs:
         raise UsageError(f"server {name} needs at least one --disk")
+    formats = formats or []
+    if len(formats) not in (0, 1, len(specs)):
+        raise UsageError(f"{len(formats)} --disk-format for {len(specs)} --disk",
+                         hint="give one --disk-format for all disks, or one per disk in --disk order")
     seen: set[Path] = set()
     probed: list[tuple[str, str, int]] = []
-    for spec in specs:
+    notes: list[str] = []
+    for i, spec in enumerate(specs):
+        # Links are resolved here, once: later opens refuse a link at the stored path.
         path = Path(spec).expanduser().resolve()
         if path in seen:
             raise UsageError(f"disk {spec} is given twice")
         seen.add(path)
-        fmt = probe_format(path)
+        recorded = record_format(path, formats[i if len(formats) > 1 else 0] if formats else None)
+        fmt = recorded.format
+        notes.extend(recorded.warnings)
         with open_source(path, fmt) as src:
             size = src.size
         if size == 0:
@@ -35,6 +48,9 @@ def add_server(project: Project, name: str, specs: list[str]) -> tuple[Server, l
     with project.db.unit() as u:
         server = u.servers.add(name, [NewDisk(spec, fmt, size) for spec, fmt, size in probed])
         u.events.add("info", f"server added with {len(probed)} disk(s)", server=name)
+        for note in notes:
+            log.warning("%s", note)
+            u.events.add("warning", note, server=name)
         return server, u.servers.disks(server.id)
 
 
