@@ -219,18 +219,15 @@ def test_numbers_beyond_64_bits_name_no_row(project: Project, tmp_path: Path) ->
 def test_opening_cycles_concurrently_never_reuses_a_number(project: Project) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from godwit.state import cycles
+
     with project.db.unit() as u:
         sid = u.servers.add("s", [NewDisk("/d", "raw", 1 << 20)]).id
+    settings = cycles.CycleSettings(65536, "xxh3-128", "scan")
 
     def open_one(_: int) -> int:
-        with project.db.unit() as u:
-            return u.cycles.open_next(sid, "delta", time.time()).number
+        return cycles.open_cycle(project.db, sid, "delta", settings).number
 
     with ThreadPoolExecutor(4) as pool:
         numbers = list(pool.map(open_one, range(12)))
     assert sorted(numbers) == list(range(1, 13))
-    kinds = {c.number: c.kind for c in project.db.cycles(sid)}
-    assert set(kinds.values()) == {"initial"}  # nothing committed yet
-    with project.db.unit() as u:
-        u.cycles.update(u.cycles.get(sid, 1).id, state="committed")
-        assert u.cycles.open_next(sid, "delta", time.time()).kind == "delta"

@@ -1,13 +1,13 @@
 """The cycle rows that the mover, resync and status read and change.
 
-(The cycle engine's own writes — opening a cycle, journaling packs, committing — live beside it.)
+(The cycle engine's own writes — opening a cycle, journaling packs, committing — are in ``cycles``.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from godwit.errors import NotFoundError
 from godwit.state import schema as t
@@ -39,20 +39,6 @@ class CycleRows:
         if r is None:
             raise NotFoundError(f"cycle {number} does not exist")
         return cycle_from_row(r)
-
-    def open_next(self, server_id: int, kind: str, started: float) -> Cycle:
-        """Insert the server's next cycle (number = last + 1) in state ``open``; ``kind`` becomes
-        ``initial`` when nothing is committed yet. Reading the number and inserting the row happen
-        under the server row's write lock, so two openers never pick the same number."""
-        # A no-op UPDATE takes the lock first: the row lock on PostgreSQL, the write lock on SQLite.
-        self.c.execute(t.servers.update().where(t.servers.c.id == server_id).values(id=t.servers.c.id))
-        last = self.c.execute(select(func.max(t.cycles.c.number)).where(t.cycles.c.server_id == server_id)).scalar()
-        done = self.c.execute(select(func.count()).select_from(t.cycles).where(
-            t.cycles.c.server_id == server_id, t.cycles.c.state.in_(("committed", "applied")))).scalar()
-        number = int(last or 0) + 1
-        self.c.execute(t.cycles.insert().values(server_id=server_id, number=number,
-                                                kind=kind if done else "initial", state="open", started=started))
-        return self.get(server_id, number)
 
     def update(self, cycle_id: int, **values: Any) -> None:
         self.c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(**values))
