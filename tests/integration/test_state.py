@@ -231,3 +231,20 @@ def test_opening_cycles_concurrently_never_reuses_a_number(project: Project) -> 
     with ThreadPoolExecutor(4) as pool:
         numbers = list(pool.map(open_one, range(12)))
     assert sorted(numbers) == list(range(1, 13))
+
+
+def test_a_removed_servers_open_cycle_leaves_nothing_for_the_next_one(project: Project, tmp_path: Path) -> None:
+    """Remove a server with an interrupted cycle, add it again: its first cycle may reuse the row id
+    (SQLite) and must not trip over the old cycle's kept settings."""
+    from godwit.state import cycles
+
+    disk = make_raw(tmp_path / "d.raw", 2 << 20, seed=4)
+    add_server(project, "s", [str(disk)])  # its initial cycle was interrupted:
+    cycles.open_cycle(project.db, project.db.server("s").id, "initial", cycles.CycleSettings(65536, "xxh3-128", "scan"))
+    remove_server(project, "s", force=True)
+    add_server(project, "s", [str(disk)])
+    res = replication.start(project, "s")
+    assert res is not None and res.number == 1 and res.kind == "initial"
+    with project.db.tx() as c:
+        assert c.execute(select(func.count()).select_from(t.meta).where(t.meta.c.key.like("cycle-settings/%"))
+                         ).scalar() == 0

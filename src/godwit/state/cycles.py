@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from godwit.state import schema as t
 from godwit.state.db import Cycle, StateDB
+from godwit.state.servers import CYCLE_SETTINGS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class CycleDiskStats:
 
 
 def _settings_key(cycle_id: int) -> str:
-    return f"cycle-settings/{cycle_id}"
+    return f"{CYCLE_SETTINGS_PREFIX}{cycle_id}"  # server removal deletes these by the same prefix
 
 
 def open_cycle(db: StateDB, server_id: int, kind: str, settings: CycleSettings) -> Cycle:

@@ -14,6 +14,9 @@ from godwit.errors import ConflictError, NotFoundError
 from godwit.state import schema as t
 from godwit.state.models import Disk, Server
 
+#: The ``meta`` key prefix of a cycle's kept settings (``state.cycles._settings_key``).
+CYCLE_SETTINGS_PREFIX = "cycle-settings/"
+
 
 @dataclass(frozen=True)
 class NewDisk:
@@ -68,6 +71,11 @@ class Servers:
     def remove(self, server_id: int) -> None:
         """The server and everything that hangs off it (the foreign keys cascade: disks, cycles,
         journal, recovery points, migration records)."""
+        # Kept settings of its cycles are keyed by cycle id in `meta` (state.cycles), which no foreign
+        # key covers; SQLite reuses ids, so a later cycle would collide with a stale key.
+        ids = [r.id for r in self.c.execute(select(t.cycles.c.id).where(t.cycles.c.server_id == server_id))]
+        if ids:
+            self.c.execute(t.meta.delete().where(t.meta.c.key.in_([f"{CYCLE_SETTINGS_PREFIX}{i}" for i in ids])))
         self.c.execute(t.servers.delete().where(t.servers.c.id == server_id))
 
     def set_state(self, server_id: int, state: str, error: str | None = None) -> None:
