@@ -155,9 +155,14 @@ def parse_bypass_entry(raw: object) -> BypassEntry:
         raise _fail(key, f"{text!r} contains spaces or control characters", "one host or pattern per entry")
     if text == "*":
         return BypassEntry(text, "all")
-    if text.startswith(".*.") and valid_hostname(text[3:].lower().rstrip(".")):
+    if text.startswith(".*."):
         # The article's form: "any name under this domain", as a wildcard (its dots are literal).
-        return BypassEntry(text, "wildcard", text[3:].lower().rstrip("."))
+        try:
+            suffix, port = _split_port(text[3:])
+        except ValueError:
+            suffix, port = "", None
+        if valid_hostname(suffix.lower().rstrip(".")):
+            return BypassEntry(text, "wildcard", suffix.lower().rstrip("."), port)
     address = _ip_entry(text)
     if address is not None:
         return address
