@@ -1,0 +1,114 @@
+"""The state database: reachable, and at this godwit's Alembic schema revision — read-only.
+
+Opening a project upgrades its schema; doctor never does. SQLite files are opened with
+``mode=ro`` (a missing file is not created), PostgreSQL in a read-only transaction. The head
+revision comes from the migrations shipped in ``godwit/state/migrations``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+import godwit.state
+from godwit.checks.finding import Finding, failed, passed, warned
+
+NAME = "state: database"
+REVISION = "state: schema revision"
+MIGRATIONS = Path(godwit.state.__file__).parent / "migrations"
+CONNECT_TIMEOUT = 5
+
+
+def default_url(root: Path) -> str:
+    """The state URL of a project whose ``[state] url`` is empty (as project.open_project builds it)."""
+    return f"sqlite:///{(root / 'state' / 'godwit.db').resolve()}"
+
+
+def head_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+def known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory(str(MIGRATIONS)).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _readonly_engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = Path(u.database or "")
+        uri = path.resolve().as_uri() + "?mode=ro"
+        return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
+    args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_backend_name() == "postgresql" else {}
+    engine = create_engine(u, connect_args=args)
+    if u.get_backend_name() == "postgresql":
+        return engine.execution_options(postgresql_readonly=True)
+    return engine
+
+
+def check_state(url: str) -> list[Finding]:
+    """Reach the database and compare its revision with the migrations' head."""
+    try:
+        u = make_url(url)
+        shown = u.render_as_string(hide_password=True)
+    except ArgumentError:
+        return [failed(NAME, "[state] url is not a database URL", "fix [state] url in godwit.toml "
+                       "(e.g. postgresql+psycopg://user@host:5432/godwit), or remove it for SQLite")]
+    if u.get_backend_name() == "sqlite":
+        path = Path(u.database or "")
+        if not path.exists():
+            return [failed(NAME, f"no state database at {path}",
+                           "if this project held servers, restore godwit.db from a backup; a new project "
+                           "gets one from `godwit init`")]
+        if path.stat().st_size == 0:
+            return [failed(NAME, f"{path} is empty (0 bytes): its servers, cycles and recovery points are gone",
+                           "restore godwit.db from a backup (godwit does not recreate it over a project's data)")]
+    try:
+        engine = _readonly_engine(url)
+    except (NoSuchModuleError, ImportError) as exc:
+        return [failed(NAME, f"cannot load the driver for {shown}: {exc}",
+                       "install the driver (PostgreSQL: pip install 'psycopg[binary]'), or fix [state] url")]
+    except (ArgumentError, SQLAlchemyError) as exc:
+        return [failed(NAME, f"cannot use {shown}: {exc}", "fix [state] url in godwit.toml")]
+    try:
+        with engine.connect() as c:
+            has_version = inspect(c).has_table("alembic_version")
+            tables = inspect(c).get_table_names()
+            from alembic.runtime.migration import MigrationContext
+
+            current = MigrationContext.configure(c).get_current_revision() if has_version else None
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        return [failed(NAME, f"cannot read {shown}: {orig}",
+                       "check that the database is reachable and readable by this user; a damaged SQLite "
+                       "file is restored from a backup")]
+    finally:
+        engine.dispose()
+    found = [passed(NAME, f"{shown} answers ({len(tables)} tables)")]
+    heads = head_revisions()
+    head = ", ".join(sorted(heads))
+    if current in heads:
+        found.append(passed(REVISION, f"at {current}, this godwit's head"))
+    elif current is None:
+        detail = ("no schema revision recorded" + (" and no tables" if not tables else
+                                                    f" but {len(tables)} tables: not a godwit database?"))
+        found.append(failed(REVISION, detail, "point [state] url at this project's database, or restore it "
+                            "from a backup"))
+    elif known_revision(current):
+        found.append(warned(REVISION, f"at {current}, older than this godwit's head {head}",
+                            "back the database up: the next godwit command that opens the project upgrades it"))
+    else:
+        found.append(failed(REVISION, f"at {current}, which this godwit does not know (head {head}): made by a "
+                            "newer godwit?", "use the godwit version that made it, or a newer one"))
+    return found
