@@ -50,7 +50,11 @@ def mount_of(path: Path) -> tuple[str, str]:
 @contextlib.contextmanager
 def scratch(folder: Path, flags: int = 0) -> Iterator[tuple[Path, int]]:
     path = folder / f".tmp-godwit-doctor-{secrets.token_hex(6)}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+    except OSError:
+        path.unlink(missing_ok=True)  # ramfs creates the file, then refuses O_DIRECT
+        raise
     try:
         yield path, fd
     finally:

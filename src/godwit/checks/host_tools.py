@@ -10,7 +10,7 @@ from godwit.checks.finding import Finding, failed, passed, warned
 
 #: qemu-storage-daemon arrived in QEMU 5.0; the NBD and snapshot options godwit passes are older.
 MIN_QEMU = (5, 0)
-VERSION_RE = re.compile(r"^\S+ (?:version )?(\d+)\.(\d+)")  # "qemu-img version 7.2.1", "qemu-nbd 7.2.1"
+VERSION_RE = re.compile(r"(\d+)\.(\d+)")  # the first x.y: "qemu-img version 7.2.1 (Debian …)"
 
 #: (tool, why godwit needs it, failure severity when absent)
 QEMU_TOOLS = (

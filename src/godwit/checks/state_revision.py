@@ -46,6 +46,8 @@ def known_revision(revision: str) -> bool:
 
 def _readonly_engine(url: str) -> Engine:
     u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):  # godwit's PostgreSQL driver is psycopg 3, not psycopg2
+        u = u.set(drivername="postgresql+psycopg")
     if u.get_backend_name() == "sqlite":
         path = Path(u.database or "")
         uri = path.resolve().as_uri() + "?mode=ro"
@@ -81,12 +83,12 @@ def check_state(url: str) -> list[Finding]:
                        "install the driver (PostgreSQL: pip install 'psycopg[binary]'), or fix [state] url")]
     except (ArgumentError, SQLAlchemyError) as exc:
         return [failed(NAME, f"cannot use {shown}: {exc}", "fix [state] url in godwit.toml")]
+    from alembic.runtime.migration import MigrationContext
+
     try:
         with engine.connect() as c:
             has_version = inspect(c).has_table("alembic_version")
             tables = inspect(c).get_table_names()
-            from alembic.runtime.migration import MigrationContext
-
             current = MigrationContext.configure(c).get_current_revision() if has_version else None
     except (SQLAlchemyError, sqlite3.Error) as exc:
         orig = getattr(exc, "orig", None) or exc

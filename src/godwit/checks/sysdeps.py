@@ -76,8 +76,8 @@ def package_for(probe: str) -> Package | None:
     return next((p for p in packages() if p.probe == probe), None)
 
 
-def missing(groups: tuple[str, ...] | list[str] = GROUPS) -> list[Package]:
-    return [p for p in packages(groups) if not p.present()]
+def missing(groups: tuple[str, ...] | list[str] = GROUPS, path: Path = LIST) -> list[Package]:
+    return [p for p in packages(groups, path) if not p.present()]
 
 
 def is_debian() -> bool:
@@ -91,9 +91,9 @@ def install_command(names: list[str], *, root: bool) -> str:
     return f"{sudo}apt-get update && {sudo}apt-get install -y --no-install-recommends {pkgs}"
 
 
-def ensure(groups: list[str]) -> int:
+def ensure(groups: list[str], path: Path = LIST) -> int:
     """Install what is missing (root on Debian), else print the command that would. 0: all there."""
-    absent = missing(groups)
+    absent = missing(groups, path)
     if not absent:
         return 0
     names = [p.name for p in absent]
@@ -113,7 +113,7 @@ def ensure(groups: list[str]) -> int:
         if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
             print(f"sysdeps: `{shlex.join(cmd)}` failed", file=sys.stderr)
             return 1
-    still = [p.name for p in missing(groups)]
+    still = [p.name for p in missing(groups, path)]
     if still:
         print(f"sysdeps: installed, yet still missing: {' '.join(still)}", file=sys.stderr)
         return 1
@@ -122,6 +122,7 @@ def ensure(groups: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sysdeps", description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--list", type=Path, default=LIST, help=f"the package list (default: {LIST.name})")
     sub = ap.add_subparsers(dest="action", required=True)
     for action, help_ in (("ensure", "install what is missing (as root on Debian), or say how"),
                           ("missing", "print the missing packages, one a line (exit 1 if any)"),
@@ -132,14 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     groups = args.groups or list(GROUPS)
     if bad := [g for g in groups if g not in GROUPS]:
         ap.error(f"unknown group(s) {' '.join(bad)}: use {', '.join(GROUPS)}")
+    try:
+        packages(groups, args.list)
+    except (OSError, ValueError) as exc:
+        ap.error(str(exc))
     if args.action == "ensure":
-        return ensure(groups)
+        return ensure(groups, args.list)
     if args.action == "missing":
-        absent = missing(groups)
+        absent = missing(groups, args.list)
         for p in absent:
             print(p.name)
         return 1 if absent else 0
-    for p in packages(groups):
+    for p in packages(groups, args.list):
         print(p.name)
     return 0
 
