@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 SYSDEPS := python3 src/godwit/checks/sysdeps.py
 AZURITE := .tools/node_modules/.bin/azurite-blob
 
-.PHONY: demo test lint typecheck bench clean deps-setup deps-demo deps-test libnbd
+.PHONY: demo test lint lint-ruff lint-mypy lint-imports bench clean deps-setup deps-demo deps-test libnbd
+# Prerequisites run in order: system packages, then the venv, then the libnbd link.
+.NOTPARALLEL:
 
 deps-setup:
 	@$(SYSDEPS) ensure setup
@@ -39,9 +41,13 @@ test: deps-test libnbd $(AZURITE)
 	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || \
 	  echo "make test: pytest collected no tests (exit 5): nothing was tested" >&2; exit $$rc; }
 
-lint: $(STAMP)
+# Three targets so that `make -k lint` (CI) reports every linter, not only the first that fails.
+lint: lint-ruff lint-mypy lint-imports
+lint-ruff: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench tools
+lint-mypy: $(STAMP)
 	$(VENV)/bin/mypy
+lint-imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
