@@ -43,15 +43,18 @@ class Report:
                 "fixed": self.fixed, "checks": [f.as_dict() for f in self.findings]}
 
 
-def fix_libnbd() -> list[str]:
-    """Link Debian's binding when it is not importable and can be linked; say what was done."""
+def fix_libnbd(report: Report) -> None:
+    """Link Debian's binding when it is not importable and can be linked; record what was done."""
     if libnbd_link.importable()[0] or libnbd_link.why_not_linkable() is not None:
-        return []  # nothing to do, or nothing doctor can do (the libnbd check names the fix)
+        return  # nothing to do, or nothing doctor can do (the libnbd check names the fix)
     try:
         made = libnbd_link.link()
     except OSError as exc:
-        return [f"could not link the libnbd binding into this environment: {exc.strerror or exc}"]
-    return [f"linked {p} -> {p.resolve()}" for p in made]
+        report.findings.append(failed("fix: libnbd link", f"cannot link into {exc.filename or 'site-packages'}: "
+                                      f"{exc.strerror or exc}", "run `godwit doctor --fix` as the user that "
+                                      "owns godwit's environment (or inside a venv you own)"))
+        return
+    report.fixed += [f"linked {p} -> {p.resolve()}" for p in made]
 
 
 def project_checks(root: Path) -> list[Finding]:
@@ -79,7 +82,7 @@ def run_doctor(project: Path | None, *, fix: bool = False) -> Report:
     """Every check; ``project`` is a project folder, or None outside one (host checks only)."""
     report = Report(project.resolve() if project else None)
     if fix:
-        report.fixed += fix_libnbd()
+        fix_libnbd(report)
     report.findings += check_qemu()
     report.findings.append(check_libnbd())
     report.findings += check_clock()

@@ -91,10 +91,11 @@ def check_state(url: str) -> list[Finding]:
             tables = inspect(c).get_table_names()
             current = MigrationContext.configure(c).get_current_revision() if has_version else None
     except (SQLAlchemyError, sqlite3.Error) as exc:
-        orig = getattr(exc, "orig", None) or exc
-        return [failed(NAME, f"cannot read {shown}: {orig}",
-                       "check that the database is reachable and readable by this user; a damaged SQLite "
-                       "file is restored from a backup")]
+        orig = " ".join(str(getattr(exc, "orig", None) or exc).split())  # drivers' messages span lines
+        fix = ("restore godwit.db from a backup if it is damaged, or make it readable by this user"
+               if u.get_backend_name() == "sqlite" else
+               "check that the server runs and accepts this user from here, and [state] url in godwit.toml")
+        return [failed(NAME, f"cannot read {shown}: {orig}", fix)]
     finally:
         engine.dispose()
     found = [passed(NAME, f"{shown} answers ({len(tables)} tables)")]
