@@ -243,6 +243,32 @@ def test_a_missing_empty_or_damaged_database_fails_and_is_not_recreated(proj: Pa
     assert (db.read_bytes() if db.exists() else None) == content, "doctor touched the database file"
 
 
+def test_postgresql_at_head_passes_and_a_newer_one_fails(proj: Path, request: pytest.FixtureRequest) -> None:
+    """On the session's real PostgreSQL (tests/postgres.py, from the state suite)."""
+    try:
+        url = str(request.getfixturevalue("postgres_url"))
+    except pytest.FixtureLookupError:
+        pytest.skip("no postgres_url fixture in this tree (tests/postgres.py)")
+    from godwit.state import StateDB
+
+    StateDB(url).close()  # what opening a project does: create and upgrade the schema
+    cfg = proj / "godwit.toml"
+    body = cfg.read_text()
+    cfg.write_text(body.replace('url = ""', f'url = "{url}"') if 'url = ""' in body
+                   else body + f'\n[state]\nurl = "{url}"\n')
+    code, report, err = doctor("-p", str(proj))
+    assert code == 0, (err, report)
+    assert by_name(report)["state: schema revision"]["status"] == "pass"
+    engine = create_engine(url)
+    with engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    code, report, _ = doctor("-p", str(proj))
+    assert code == EXIT_FAILED and "newer godwit" in by_name(report)["state: schema revision"]["detail"]
+    with engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999_future"
+    engine.dispose()
+
+
 def test_an_unreachable_postgresql_fails(proj: Path) -> None:
     cfg = proj / "godwit.toml"
     cfg.write_text(cfg.read_text() + '\n[state]\nurl = "postgresql+psycopg://godwit:secret@127.0.0.1:1/godwit"\n'
