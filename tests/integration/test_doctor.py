@@ -181,6 +181,34 @@ def test_a_cache_without_o_direct_fails(proj: Path, mounted: Path) -> None:
     assert not list(mounted.iterdir()), "scratch files left on the ramfs"
 
 
+@pytest.fixture
+def xfs(tmp_path: Path) -> Iterator[Path]:
+    """A small XFS (reflink on, mkfs.xfs's default) on a loop device: 320 MiB, so under 1 GiB free."""
+    image, point = tmp_path / "xfs.img", tmp_path / "xfs"
+    with image.open("wb") as f:
+        f.truncate(320 << 20)
+    subprocess.run(["mkfs.xfs", "-q", str(image)], check=True, timeout=120)
+    point.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(point)], check=True, timeout=60)
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=False, timeout=60)
+
+
+@root_only
+def test_a_cache_on_small_xfs_has_reflink_and_too_little_space(proj: Path, xfs: Path) -> None:
+    set_cache_path(proj, xfs)
+    code, report, _ = doctor("-p", str(proj))
+    checks = by_name(report)
+    assert checks["cache: filesystem"]["detail"].startswith("xfs")
+    assert checks["cache: O_DIRECT"]["status"] == "pass"
+    assert checks["cache: reflink"]["status"] == "pass", checks["cache: reflink"]
+    assert checks["cache: free space"]["status"] == "fail" and "free space on" in checks["cache: free space"]["fix"]
+    assert code == EXIT_FAILED
+    assert not list(xfs.glob(".tmp-godwit-doctor-*"))
+
+
 # -- the state database, read-only ------------------------------------------------------------
 
 
