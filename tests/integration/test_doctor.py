@@ -287,6 +287,7 @@ def test_postgresql_at_head_passes_and_a_newer_one_fails(proj: Path, request: py
     code, report, err = doctor("-p", str(proj))
     assert code == 0, (err, report)
     assert by_name(report)["state: schema revision"]["status"] == "pass"
+    assert by_name(report)["clock: against the state server"]["status"] == "pass"  # one host, one clock
     engine = create_engine(url)
     with engine.begin() as c:
         c.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))

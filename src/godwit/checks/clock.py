@@ -3,7 +3,8 @@
 Doctor makes no network calls, so no time server is asked. What is checked, and said so: the wall
 clock is within sane bounds and not behind this godwit's own files; it advances in step with the
 monotonic clock; and the kernel's NTP state (``adjtimex``) says whether something keeps it
-synchronised. Against a real time source: ``godwit store check`` compares with an Azure account.
+synchronised. Against real time sources: a PostgreSQL state server's clock (state_revision.py),
+and ``godwit store check`` compares with an Azure account's.
 """
 
 from __future__ import annotations

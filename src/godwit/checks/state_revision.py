@@ -8,9 +8,10 @@ revision comes from the migrations shipped in ``godwit/state/migrations``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Connection, create_engine, func, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -21,6 +22,7 @@ NAME = "state: database"
 REVISION = "state: schema revision"
 MIGRATIONS = Path(godwit.state.__file__).parent / "migrations"
 CONNECT_TIMEOUT = 5
+MAX_SKEW = 5.0  # seconds; more is worth a warning (Azure refuses requests beyond ~15 min)
 
 
 def default_url(root: Path) -> str:
@@ -59,6 +61,21 @@ def _readonly_engine(url: str) -> Engine:
     return engine
 
 
+def _server_skew(c: Connection) -> float:
+    """Seconds the database server's clock is ahead of ours: the one time source doctor reaches anyway."""
+    t0 = time.time()
+    theirs = c.execute(select(func.clock_timestamp())).scalar_one()
+    return float(theirs.timestamp() - (t0 + time.time()) / 2)
+
+
+def _skew_finding(skew: float) -> Finding:
+    name = "clock: against the state server"
+    if abs(skew) <= MAX_SKEW:
+        return passed(name, f"PostgreSQL's clock is {skew:+.2f} s from ours")
+    return warned(name, f"PostgreSQL's clock is {skew:+.1f} s from ours: one of the two is off",
+                  "synchronise both machines' clocks (chrony or systemd-timesyncd)")
+
+
 def check_state(url: str) -> list[Finding]:
     """Reach the database and compare its revision with the migrations' head."""
     try:
@@ -90,6 +107,7 @@ def check_state(url: str) -> list[Finding]:
             has_version = inspect(c).has_table("alembic_version")
             tables = inspect(c).get_table_names()
             current = MigrationContext.configure(c).get_current_revision() if has_version else None
+            skew = _server_skew(c) if u.get_backend_name() == "postgresql" else None
     except (SQLAlchemyError, sqlite3.Error) as exc:
         orig = " ".join(str(getattr(exc, "orig", None) or exc).split())  # drivers' messages span lines
         fix = ("restore godwit.db from a backup if it is damaged, or make it readable by this user"
@@ -99,6 +117,8 @@ def check_state(url: str) -> list[Finding]:
     finally:
         engine.dispose()
     found = [passed(NAME, f"{shown} answers ({len(tables)} tables)")]
+    if skew is not None:
+        found.append(_skew_finding(skew))
     heads = head_revisions()
     head = ", ".join(sorted(heads))
     if current in heads:
