@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 import godwit
 from godwit.checks import sysdeps
 from godwit.checks.doctor import EXIT_FAILED
+from godwit.checks.filesystem import RAM_FILESYSTEMS, mount_of
 from godwit.checks.state_revision import MIGRATIONS, head_revisions
 from godwit.project.project import init
 
@@ -41,9 +42,15 @@ def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def proj(tmp_path: Path) -> Path:
-    init(tmp_path / "proj").close()
-    return tmp_path / "proj"
+def proj(tmp_path: Path) -> Iterator[Path]:
+    """A new project on a disk filesystem (where /tmp is a tmpfs, as on Debian 13, under /var/tmp)."""
+    if mount_of(tmp_path)[1] not in RAM_FILESYSTEMS:
+        init(tmp_path / "proj").close()
+        yield tmp_path / "proj"
+        return
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+        init(Path(d, "proj")).close()
+        yield Path(d, "proj")
 
 
 def set_cache_path(project: Path, folder: Path) -> None:
@@ -93,6 +100,15 @@ def test_the_table_names_each_fix(proj: Path) -> None:
     assert run.returncode == EXIT_FAILED
     assert "FAIL" in run.stdout and "fix: restore godwit.db from a backup" in run.stdout
     assert "1 failed" in run.stdout
+
+
+def test_a_broken_godwit_toml_is_a_failed_check_not_a_traceback(proj: Path) -> None:
+    (proj / "godwit.toml").write_text("[cache]\nbogus = 1\n")
+    code, report, err = doctor("-p", str(proj))
+    check = by_name(report)["project: godwit.toml"]
+    assert code == EXIT_FAILED and check["status"] == "fail" and "bogus" in check["detail"]
+    assert "Traceback" not in err
+    assert "tool: qemu-img" in by_name(report), "the host is still checked"
 
 
 # -- the libnbd binding -----------------------------------------------------------------------
