@@ -78,6 +78,7 @@ def test_doctor_passes_on_this_host_inside_a_project(proj: Path) -> None:
     assert checks["state: schema revision"]["status"] == "pass"
     assert {"clock: wall clock", "clock: steady", "clock: synchronised"} <= checks.keys()
     assert not list(proj.joinpath("cache").glob(".tmp-godwit-doctor-*")), "scratch files left behind"
+    assert sorted(p.name for p in proj.joinpath("state").iterdir()) == ["godwit.db"], "doctor left SQLite files"
 
 
 def test_outside_a_project_only_the_host_is_checked(tmp_path: Path) -> None:

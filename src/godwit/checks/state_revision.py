@@ -52,7 +52,10 @@ def _readonly_engine(url: str) -> Engine:
         u = u.set(drivername="postgresql+psycopg")
     if u.get_backend_name() == "sqlite":
         path = Path(u.database or "")
-        uri = path.resolve().as_uri() + "?mode=ro"
+        # No -wal file: no connection has the database open (WAL mode keeps one while it does), so
+        # read it as immutable and leave no -wal/-shm behind; otherwise read alongside the others.
+        wal = path.with_name(path.name + "-wal")
+        uri = path.resolve().as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
         return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
     args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_backend_name() == "postgresql" else {}
     engine = create_engine(u, connect_args=args)
