@@ -30,7 +30,7 @@ libnbd: $(STAMP)
 
 # Azurite, the Azure Storage emulator the azure-marked tests run against, from the npm registry.
 $(AZURITE): | deps-test
-	npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3
 
 demo: deps-demo libnbd
 	$(VENV)/bin/godwit demo

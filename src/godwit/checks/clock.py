@@ -57,7 +57,7 @@ def check_clock() -> list[Finding]:
     if now < built - 300:
         return [failed(f"{name}: wall clock", f"the clock says {when}, before this godwit's files were written "
                        f"({datetime.fromtimestamp(built, UTC):%Y-%m-%d %H:%M} UTC)", "set the date; " + SYNC_FIX)]
-    out = [passed(f"{name}: wall clock", f"{when}, within 2024–2100 and after this godwit was installed")]
+    out = [passed(f"{name}: wall clock", f"{when}, within 2024–2100 and not before this godwit's own files")]
 
     w0, m0 = time.time(), time.monotonic()
     time.sleep(SAMPLE)
