@@ -32,8 +32,9 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem 
 def doctor(*args: str, python: str = sys.executable, cwd: Path | None = None,
            env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     """Run `godwit doctor --json ARGS` in a fresh process; (exit code, parsed JSON, stderr)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("GODWIT_PROJECT", "GODWIT_DATABASE_URL")}
     run = subprocess.run([python, "-m", "godwit", "doctor", "--json", *args], capture_output=True, text=True,
-                         cwd=cwd, env={**os.environ, "GODWIT_PROJECT": "", **(env or {})}, timeout=120)
+                         cwd=cwd, env={**base, **(env or {})}, timeout=120)
     return run.returncode, json.loads(run.stdout), run.stderr
 
 
@@ -64,6 +65,7 @@ def set_cache_path(project: Path, folder: Path) -> None:
 
 
 def test_doctor_passes_on_this_host_inside_a_project(proj: Path) -> None:
+    state_files = sorted(p.name for p in proj.joinpath("state").iterdir())
     code, report, err = doctor("--project", str(proj))
     checks = by_name(report)
     assert code == 0, (err, [c for c in report["checks"] if c["status"] == "fail"])
@@ -78,7 +80,7 @@ def test_doctor_passes_on_this_host_inside_a_project(proj: Path) -> None:
     assert checks["state: schema revision"]["status"] == "pass"
     assert {"clock: wall clock", "clock: steady", "clock: synchronised"} <= checks.keys()
     assert not list(proj.joinpath("cache").glob(".tmp-godwit-doctor-*")), "scratch files left behind"
-    assert sorted(p.name for p in proj.joinpath("state").iterdir()) == ["godwit.db"], "doctor left SQLite files"
+    assert sorted(p.name for p in proj.joinpath("state").iterdir()) == state_files, "doctor left SQLite files"
 
 
 def test_outside_a_project_only_the_host_is_checked(tmp_path: Path) -> None:
@@ -288,19 +290,11 @@ def test_a_missing_empty_or_damaged_database_fails_and_is_not_recreated(proj: Pa
     assert (db.read_bytes() if db.exists() else None) == content, "doctor touched the database file"
 
 
-def test_postgresql_at_head_passes_and_a_newer_one_fails(proj: Path, request: pytest.FixtureRequest) -> None:
-    """On the session's real PostgreSQL (tests/postgres.py, from the state suite)."""
-    try:
-        url = str(request.getfixturevalue("postgres_url"))
-    except pytest.FixtureLookupError:
-        pytest.skip("no postgres_url fixture in this tree (tests/postgres.py)")
-    from godwit.state import StateDB
-
-    StateDB(url).close()  # what opening a project does: create and upgrade the schema
-    cfg = proj / "godwit.toml"
-    body = cfg.read_text()
-    cfg.write_text(body.replace('url = ""', f'url = "{url}"') if 'url = ""' in body
-                   else body + f'\n[state]\nurl = "{url}"\n')
+def test_postgresql_at_head_passes_and_a_newer_one_fails(tmp_path: Path, postgres_url: str) -> None:
+    """On the session's real PostgreSQL (tests/postgres.py)."""
+    init(tmp_path / "pg", state_url=postgres_url).close()  # creates the schema there
+    proj = tmp_path / "pg"
+    url = postgres_url
     code, report, err = doctor("-p", str(proj))
     assert code == 0, (err, report)
     assert by_name(report)["state: schema revision"]["status"] == "pass"
@@ -315,15 +309,20 @@ def test_postgresql_at_head_passes_and_a_newer_one_fails(proj: Path, request: py
     engine.dispose()
 
 
-def test_an_unreachable_postgresql_fails(proj: Path) -> None:
-    cfg = proj / "godwit.toml"
-    cfg.write_text(cfg.read_text() + '\n[state]\nurl = "postgresql+psycopg://godwit:secret@127.0.0.1:1/godwit"\n'
-                   if "[state]" not in cfg.read_text() else
-                   cfg.read_text().replace('url = ""', 'url = "postgresql+psycopg://godwit:secret@127.0.0.1:1/godwit"'))
-    code, report, _ = doctor("-p", str(proj))
+def test_an_unreachable_postgresql_fails_without_its_password(proj: Path) -> None:
+    url = "postgresql+psycopg://godwit:secret@127.0.0.1:1/godwit"
+    code, report, _ = doctor("-p", str(proj), env={"GODWIT_DATABASE_URL": url})  # as --database-url sets it
     check = by_name(report)["state: database"]
-    assert code == EXIT_FAILED and check["status"] == "fail"
+    assert code == EXIT_FAILED and check["status"] == "fail" and "127.0.0.1:1" in check["detail"]
     assert "secret" not in json.dumps(report), "the password was printed"
+
+
+@pytest.mark.parametrize("url", ["bogus://x", "postgresql+psycopg2://u@h/db", "not a url"])
+def test_a_state_url_godwit_does_not_open_fails_with_its_hint(proj: Path, url: str) -> None:
+    code, report, err = doctor("-p", str(proj), env={"GODWIT_DATABASE_URL": url})
+    check = by_name(report)["state: database"]
+    assert code == EXIT_FAILED and check["status"] == "fail" and check["fix"], report
+    assert "Traceback" not in err
 
 
 # -- the system package list ------------------------------------------------------------------

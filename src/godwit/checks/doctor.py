@@ -18,7 +18,7 @@ from godwit.checks.clock import check_clock
 from godwit.checks.filesystem import check_folder
 from godwit.checks.finding import Finding, failed, passed
 from godwit.checks.host_tools import check_libnbd, check_qemu
-from godwit.checks.state_revision import check_state, default_url
+from godwit.checks.state_revision import check_state
 from godwit.errors import GodwitError
 
 #: What `godwit doctor` exits with when at least one check fails (warnings alone exit 0).
@@ -59,7 +59,7 @@ def fix_libnbd(report: Report) -> None:
 
 def project_checks(root: Path) -> list[Finding]:
     from godwit.config.model import load
-    from godwit.project.project import CONFIG_NAME
+    from godwit.project.project import CONFIG_NAME, state_url
 
     try:
         cfg = load(root / CONFIG_NAME)
@@ -74,7 +74,7 @@ def project_checks(root: Path) -> list[Finding]:
     if cfg.replicas.kind == "local":
         replicas = (root / cfg.replicas.path).resolve()
         found += check_folder("replicas", replicas, direct=False, reflink=False)  # plain pwrite, no clones
-    found += check_state(cfg.state.url or default_url(root))
+    found += check_state(state_url(root, cfg))  # --database-url / $GODWIT_DATABASE_URL, [state] url, SQLite
     return found
 
 

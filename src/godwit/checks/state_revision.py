@@ -12,22 +12,19 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, func, inspect, select
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 import godwit.state
 from godwit.checks.finding import Finding, failed, passed, warned
+from godwit.errors import GodwitError
+from godwit.state import urls
 
 NAME = "state: database"
 REVISION = "state: schema revision"
 MIGRATIONS = Path(godwit.state.__file__).parent / "migrations"
 CONNECT_TIMEOUT = 5
 MAX_SKEW = 5.0  # seconds; more is worth a warning (Azure refuses requests beyond ~15 min)
-
-
-def default_url(root: Path) -> str:
-    """The state URL of a project whose ``[state] url`` is empty (as project.open_project builds it)."""
-    return f"sqlite:///{(root / 'state' / 'godwit.db').resolve()}"
 
 
 def head_revisions() -> set[str]:
@@ -46,10 +43,7 @@ def known_revision(revision: str) -> bool:
         return False
 
 
-def _readonly_engine(url: str) -> Engine:
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):  # godwit's PostgreSQL driver is psycopg 3, not psycopg2
-        u = u.set(drivername="postgresql+psycopg")
+def _readonly_engine(u: URL) -> Engine:
     if u.get_backend_name() == "sqlite":
         path = Path(u.database or "")
         # No -wal file: no connection has the database open (WAL mode keeps one while it does), so
@@ -57,11 +51,8 @@ def _readonly_engine(url: str) -> Engine:
         wal = path.with_name(path.name + "-wal")
         uri = path.resolve().as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
         return create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
-    args = {"connect_timeout": CONNECT_TIMEOUT} if u.get_backend_name() == "postgresql" else {}
-    engine = create_engine(u, connect_args=args)
-    if u.get_backend_name() == "postgresql":
-        return engine.execution_options(postgresql_readonly=True)
-    return engine
+    engine = create_engine(u, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    return engine.execution_options(postgresql_readonly=True)
 
 
 def _server_skew(c: Connection) -> float:
@@ -82,11 +73,10 @@ def _skew_finding(skew: float) -> Finding:
 def check_state(url: str) -> list[Finding]:
     """Reach the database and compare its revision with the migrations' head."""
     try:
-        u = make_url(url)
-        shown = u.render_as_string(hide_password=True)
-    except ArgumentError:
-        return [failed(NAME, "[state] url is not a database URL", "fix [state] url in godwit.toml "
-                       "(e.g. postgresql+psycopg://user@host:5432/godwit), or remove it for SQLite")]
+        u = urls.parse(url)  # the drivers and schemes godwit opens, as it opens them
+    except GodwitError as exc:
+        return [failed(NAME, exc.message, exc.hint or "fix [state] url in godwit.toml")]
+    shown = urls.redact(u)
     if u.get_backend_name() == "sqlite":
         path = Path(u.database or "")
         if not path.exists():
@@ -97,11 +87,8 @@ def check_state(url: str) -> list[Finding]:
             return [failed(NAME, f"{path} is empty (0 bytes): its servers, cycles and recovery points are gone",
                            "restore godwit.db from a backup (godwit does not recreate it over a project's data)")]
     try:
-        engine = _readonly_engine(url)
-    except (NoSuchModuleError, ImportError) as exc:
-        return [failed(NAME, f"cannot load the driver for {shown}: {exc}",
-                       "install the driver (PostgreSQL: pip install 'psycopg[binary]'), or fix [state] url")]
-    except (ArgumentError, SQLAlchemyError) as exc:
+        engine = _readonly_engine(u)
+    except (SQLAlchemyError, ImportError) as exc:
         return [failed(NAME, f"cannot use {shown}: {exc}", "fix [state] url in godwit.toml")]
     from alembic.runtime.migration import MigrationContext
 
