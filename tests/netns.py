@@ -51,6 +51,9 @@ PUBLIC_CNAME = "blob.ams07prdstr02a.store.core.windows.net"  # what public DNS w
 DNS_SERVER = "127.0.0.53"
 PROXY_PORT = 8888
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+#: Control-plane names that the internet side answers (through the proxy only; onprem cannot
+#: resolve them): the gateway's Azurite stands in for them, with a certificate for each.
+CONTROL_ENDPOINTS = ("login.microsoftonline.com", "management.azure.com")
 _CLONE_NEWNET = 0x40000000
 
 
@@ -89,6 +92,9 @@ class LinkBytes:
     def __sub__(self, other: LinkBytes) -> LinkBytes:
         return LinkBytes(self.tx - other.tx, self.rx - other.rx)
 
+    def __add__(self, other: LinkBytes) -> LinkBytes:
+        return LinkBytes(self.tx + other.tx, self.rx + other.rx)
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -100,6 +106,9 @@ class Counters:
     def __sub__(self, other: Counters) -> Counters:
         return Counters(self.private - other.private, self.internet - other.internet)
 
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(self.private + other.private, self.internet + other.internet)
+
 
 def _run(args: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(args), capture_output=True, text=True, **kw)
@@ -110,6 +119,12 @@ def _run(args: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.Co
 
 def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(64)).decode()
+
+
+# Runs a daemon that drops privileges (which clears the parent-death signal) under a shell that
+# keeps it: the shell forwards TERM and HUP, so the daemon dies with pytest all the same.
+_SUPERVISE = ('"$@" & child=$!; trap \'kill -TERM $child\' TERM INT; trap \'kill -HUP $child\' HUP; '
+              'while kill -0 $child 2>/dev/null; do wait $child; done')
 
 
 def _die_with_parent() -> None:
@@ -231,7 +246,8 @@ class Topology:
         for ns, resolver, hosts in (
             (self.onprem, DNS_SERVER, ""),
             (self.private, "127.0.0.1", ""),  # nothing listens: names fail at once
-            (self.internet, "127.0.0.1", f"{self.gateway.address} {self.gateway.fqdn}\n"),  # the proxy's view
+            (self.internet, "127.0.0.1",  # the proxy's view of the internet
+             f"{self.gateway.address} {self.gateway.fqdn} {' '.join(CONTROL_ENDPOINTS)}\n"),
         ):
             etc = Path(f"/etc/netns/{ns}")
             etc.mkdir(parents=True, exist_ok=True)
@@ -249,14 +265,18 @@ class Topology:
         ca.cert_pem.write_to_path(str(self.ca_file))
         for account in (self.cache, self.gateway):
             # The account's name only, no IP: a client that checks the name against the address fails.
-            cert = ca.issue_cert(account.fqdn)
+            names = [account.fqdn, *(CONTROL_ENDPOINTS if account is self.gateway else ())]
+            cert = ca.issue_cert(*names)
             cert.cert_chain_pems[0].write_to_path(str(self.workdir / f"{account.name}-cert.pem"))
             cert.private_key_pem.write_to_path(str(self.workdir / f"{account.name}-key.pem"))
 
     # -- processes ---------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, ns: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, ns: str, args: Sequence[str], env: dict[str, str] | None = None,
+               supervise: bool = False) -> None:
         log = self.workdir / f"{name}.log"
+        if supervise:
+            args = ["sh", "-c", _SUPERVISE, name, *args]
         with open(log, "ab") as out:
             self.procs[name] = subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=out,
                                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -314,7 +334,8 @@ class Topology:
     def _start_dnsmasq(self) -> None:
         self._stop("dnsmasq")
         self._spawn("dnsmasq", self.onprem, ["dnsmasq", "--keep-in-foreground", "--user=root", "--log-facility=-",
-                                             "--log-queries", f"--conf-file={self.workdir / 'dnsmasq.conf'}"])
+                                             "--log-queries", f"--conf-file={self.workdir / 'dnsmasq.conf'}"],
+                    supervise=True)
         address = self.dns_answer[0]
         self._wait("dnsmasq", lambda: self.resolve(self.cache.fqdn) == [address])
 
@@ -343,7 +364,8 @@ class Topology:
 
     def start_proxy(self) -> None:
         conf = self.workdir / "tinyproxy.conf"
-        conf.write_text(f"User nobody\nGroup nogroup\nPort {PROXY_PORT}\nListen {self.proxy_address}\n"
+        # No User: it stays root and so keeps the parent-death signal (it only serves our namespaces).
+        conf.write_text(f"Port {PROXY_PORT}\nListen {self.proxy_address}\n"
                         "Timeout 60\nMaxClients 50\nAllow 172.31.0.0/24\nConnectPort 443\n"
                         "DisableViaHeader Yes\nLogLevel Info\n")
         self._stop("tinyproxy")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -180,3 +181,49 @@ def test_host_lock_is_exclusive(netns_topology: Topology) -> None:
     """The session holds the lock; a second taker times out instead of sharing the namespaces."""
     with pytest.raises(pytest.fail.Exception, match="holds"), host_lock(timeout=0.6):
         pass
+
+
+def test_daemons_die_with_a_killed_session(tmp_path: Path) -> None:
+    """pytest killed by SIGKILL runs no teardown: every daemon still dies with it (parent-death
+    signal), and the next session's ``up`` removes the namespaces left behind."""
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+from tests.netns import Topology
+topo = Topology(Path({str(tmp_path / 'k')!r}), suffix="-k")
+topo.up()
+print(" ".join(str(p.pid) for p in topo.procs.values()), flush=True)
+time.sleep(120)
+"""
+    session = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert session.stdout is not None
+        pids = [int(pid) for pid in session.stdout.readline().split()]
+        assert len(pids) == 4
+    finally:
+        session.kill()
+        session.wait()
+    leftover = Topology(tmp_path / "k2", suffix="-k")
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in pids + _netns_pids(leftover) if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive == []
+    leftover.remove_leftovers()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
+    assert not set(leftover.namespaces) & set(listed)
+
+
+def _netns_pids(topo: Topology) -> list[int]:
+    pids: list[int] = []
+    for ns in topo.namespaces:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
