@@ -6,7 +6,8 @@
     Azurite, cache account   er-azure ═══ er-onprem   in-onprem ═══ in-proxy   tinyproxy :8888
     https://lsanetcache...   10.1.0.5     10.1.0.2    172.31.0.2    172.31.0.1 Azurite, gateway account
                                "the ExpressRoute link"  "the internet link"    203.0.113.10 (on lo)
-                                          dnsmasq 127.0.0.53 (lo)
+                                          dnsmasq 127.0.0.53 (lo)              198.51.100.7 (on lo,
+                                          route 198.51.100.7 via 172.31.0.1    nothing listens)
 
 dnsmasq answers like Azure private DNS: ``lsanetcache.blob.core.windows.net`` is a CNAME of
 ``lsanetcache.privatelink.blob.core.windows.net``, which is 10.1.0.5; the gateway name is
@@ -46,7 +47,10 @@ from tests.azurite import FAST, find_azurite
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 LOCK_FILE = Path("/run/lock/godwit-netns.lock")
-PUBLIC_ADDRESS = "198.51.100.7"  # TEST-NET-2: assigned nowhere, routed nowhere
+#: A public address (TEST-NET-2) on the internet side, routed from onprem out of the internet link,
+#: where nothing listens: a client that follows a public answer for the cache account leaks onto
+#: that link (and is refused), so "zero bytes on either link" has teeth.
+PUBLIC_ADDRESS = "198.51.100.7"
 PUBLIC_CNAME = "blob.ams07prdstr02a.store.core.windows.net"  # what public DNS would chain to
 DNS_SERVER = "127.0.0.53"
 PROXY_PORT = 8888
@@ -208,7 +212,9 @@ class Topology:
             for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
                 _run(["ip", "-n", ns, "addr", "add", addr, "dev", ifname])
                 _run(["ip", "-n", ns, "link", "set", ifname, "up"])
-        _run(["ip", "-n", self.internet, "addr", "add", f"{self.gateway.address}/32", "dev", "lo"])
+        for address in (self.gateway.address, PUBLIC_ADDRESS):
+            _run(["ip", "-n", self.internet, "addr", "add", f"{address}/32", "dev", "lo"])
+        _run(["ip", "-n", self.onprem, "route", "add", f"{PUBLIC_ADDRESS}/32", "via", self.proxy_address])
         self._write_etc()
         self._make_certificates()
         for account in (self.cache, self.gateway):  # both start before either is waited for
@@ -370,7 +376,7 @@ class Topology:
                         "DisableViaHeader Yes\nLogLevel Info\n")
         self._stop("tinyproxy")
         self._spawn("tinyproxy", self.internet, ["tinyproxy", "-d", "-c", str(conf)])
-        self._wait("tinyproxy", lambda: self._tcp_open(self.internet, self.proxy_address, PROXY_PORT))
+        self._wait("tinyproxy", lambda: self.tcp_connect(self.internet, self.proxy_address, PROXY_PORT) == 0)
 
     def stop_proxy(self) -> None:
         self._stop("tinyproxy")
@@ -402,13 +408,12 @@ class Topology:
                                                      initargs=(ns,))
         return self._executors[ns]
 
-    def _tcp_open(self, ns: str, host: str, port: int) -> bool:
-        def probe() -> bool:
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
+    def tcp_connect(self, ns: str, address: str, port: int, timeout: float = 2.0) -> int:
+        """Connect from ``ns`` to an IP address: 0, or the errno (ECONNREFUSED, ENETUNREACH...)."""
+        def probe() -> int:
+            with socket.socket() as s:
+                s.settimeout(timeout)
+                return s.connect_ex((address, port))
 
         return self.executor(ns).submit(probe).result()
 

@@ -5,6 +5,7 @@ teardown) do what they say."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import DNS_SERVER, PUBLIC_ADDRESS, PUBLIC_CNAME, Topology, host_lock
+from tests.netns import CONTROL_ENDPOINTS, DNS_SERVER, PUBLIC_ADDRESS, PUBLIC_CNAME, Topology, host_lock
 
 pytestmark = pytest.mark.network
 
@@ -28,7 +29,7 @@ def _curl(net: Topology, url: str, *extra: str) -> subprocess.CompletedProcess[s
 def test_namespaces_have_only_our_addresses_no_default_route_no_ipv6(net: Topology) -> None:
     for ns, expected in ((net.onprem, {"127.0.0.1", "10.1.0.2", "172.31.0.2"}),
                          (net.private, {"127.0.0.1", "10.1.0.5"}),
-                         (net.internet, {"127.0.0.1", "172.31.0.1", "203.0.113.10"})):
+                         (net.internet, {"127.0.0.1", "172.31.0.1", "203.0.113.10", PUBLIC_ADDRESS})):
         addrs = json.loads(net.run(ns, "ip", "-j", "addr", "show").stdout)
         assert {a["local"] for i in addrs for a in i["addr_info"]} == expected, ns
         assert all(a["family"] == "inet" for i in addrs for a in i["addr_info"]), f"IPv6 address in {ns}"
@@ -84,6 +85,7 @@ def test_gateway_is_unreachable_directly_and_reachable_through_the_proxy(net: To
     before = net.link_bytes()
     direct = _curl(net, f"{net.gateway.url}/?comp=list")
     assert direct.returncode == 7  # resolves, but onprem has no route to it
+    assert net.tcp_connect(net.onprem, net.gateway.address, 443) == errno.ENETUNREACH
     assert (net.link_bytes() - before).private.total == 0
     assert (net.link_bytes() - before).internet.total == 0
 
@@ -93,13 +95,20 @@ def test_gateway_is_unreachable_directly_and_reachable_through_the_proxy(net: To
     assert proxied.stdout == f"403 {net.proxy_address}", proxied.stderr
     assert moved.internet.tx > 0 and moved.private.total == 0
     assert net.proxy_connects()[-1] == f"{net.gateway.fqdn}:443"
+    # The control-plane names answer through the proxy (TLS checked against their own names) only.
+    for host in CONTROL_ENDPOINTS:
+        assert net.resolve(host) == []
+        proc = _curl(net, f"https://{host}/", "--proxy", net.proxy_url)
+        assert proc.returncode == 0 and proc.stdout.endswith(net.proxy_address), proc.stderr
 
 
 def test_nothing_else_is_reachable(net: Topology) -> None:
-    # A public address, from every namespace: no route.
+    # Any other address: no route, and nothing sent.
+    before = net.link_bytes()
     for ns in net.namespaces:
-        proc = net.run(ns, "curl", "-sS", "--max-time", "3", f"http://{PUBLIC_ADDRESS}/")
-        assert proc.returncode == 7, proc.stderr  # couldn't connect: network unreachable
+        assert net.tcp_connect(ns, "198.51.100.8", 443) == errno.ENETUNREACH, ns
+        assert net.run(ns, "curl", "-sS", "--max-time", "3", "http://198.51.100.8/").returncode == 7
+    assert (net.link_bytes() - before).private.total == (net.link_bytes() - before).internet.total == 0
     # The cache account from the proxy's side, and the gateway from the private side: no path.
     for ns, address in ((net.internet, net.cache.address), (net.private, net.gateway.address)):
         assert net.run(ns, "curl", "-sS", "--max-time", "3", "-k", f"https://{address}/").returncode == 7
@@ -122,9 +131,13 @@ def test_links_are_silent_when_nothing_talks(net: Topology) -> None:
 def test_flip_cache_answer_to_public_and_back(net: Topology) -> None:
     net.set_cache_answer(PUBLIC_ADDRESS)  # the privatelink zone now holds a public address
     assert net.resolve(net.cache.fqdn) == [PUBLIC_ADDRESS]
+    # A client that does not check follows it out of the internet link, and is refused there.
     before = net.link_bytes()
-    assert _curl(net, f"{net.cache.url}/").returncode == 7
-    assert (net.link_bytes() - before).private.total == 0
+    proc = _curl(net, f"{net.cache.url}/")
+    moved = net.link_bytes() - before
+    assert proc.returncode == 7, proc.stderr
+    assert moved.private.total == 0 and moved.internet.tx > 0
+    assert net.tcp_connect(net.onprem, PUBLIC_ADDRESS, 443) == errno.ECONNREFUSED
 
     net.set_cache_answer(PUBLIC_ADDRESS, privatelink=False)  # no private zone at all
     out = net.run(net.onprem, "getent", "ahostsv4", net.cache.fqdn).stdout
@@ -153,7 +166,8 @@ def test_onprem_hosts_file_answer(net: Topology) -> None:
 def test_stop_proxy_refuses_then_start_again(net: Topology) -> None:
     net.stop_proxy()
     proc = _curl(net, f"{net.gateway.url}/?comp=list", "--proxy", net.proxy_url)
-    assert proc.returncode == 7, proc.stderr  # connection refused at the proxy's port
+    assert proc.returncode == 7, proc.stderr
+    assert net.tcp_connect(net.onprem, net.proxy_address, 8888) == errno.ECONNREFUSED
     net.start_proxy()
     assert _curl(net, f"{net.gateway.url}/?comp=list", "--proxy", net.proxy_url).stdout.startswith("403")
 
