@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from godwit.errors import GodwitError
 from godwit.project.project import Project, open_project
@@ -30,9 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(exc: GodwitError) -> typer.Exit:
-    err.print(f"[bold red]godwit: error:[/] {exc.message}", markup=True, highlight=False)
+    # Messages quote what people typed: never markup.
+    err.print(f"[bold red]godwit: error:[/] {escape(exc.message)}", markup=True, highlight=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}", markup=True, highlight=False)
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
     return typer.Exit(exc.exit_code)
 
 
