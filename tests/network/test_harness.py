@@ -241,3 +241,11 @@ def _alive(pid: int) -> bool:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
     except FileNotFoundError:
         return False
+
+
+def test_every_server_listens_on_its_assigned_address_only(net: Topology) -> None:
+    for ns, expected in ((net.onprem, {f"{DNS_SERVER}:53"}),
+                         (net.private, {f"{net.cache.address}:443"}),
+                         (net.internet, {f"{net.gateway.address}:443", f"{net.proxy_address}:8888"})):
+        out = net.run(ns, "ss", "-H", "-l", "-t", "-n").stdout
+        assert {line.split()[3] for line in out.splitlines()} == expected, (ns, out)
