@@ -36,13 +36,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from tests.azurite import FAST, find_azurite
+from tests.network.links import Account, Counters, LinkBytes, admin_call, enter_netns
+
+__all__ = ["Account", "Counters", "LinkBytes", "Topology", "netns_topology"]
 
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
@@ -58,60 +60,6 @@ PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 #: Control-plane names that the internet side answers (through the proxy only; onprem cannot
 #: resolve them): the gateway's Azurite stands in for them, with a certificate for each.
 CONTROL_ENDPOINTS = ("login.microsoftonline.com", "management.azure.com")
-_CLONE_NEWNET = 0x40000000
-
-
-@dataclass(frozen=True)
-class Account:
-    """A storage account served by one Azurite, by its production-style name."""
-
-    name: str
-    namespace: str
-    address: str
-    key: str
-    key_env: str
-
-    @property
-    def fqdn(self) -> str:
-        return f"{self.name}.blob.core.windows.net"
-
-    @property
-    def privatelink_fqdn(self) -> str:
-        return f"{self.name}.privatelink.blob.core.windows.net"
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.fqdn}"
-
-
-@dataclass(frozen=True)
-class LinkBytes:
-    tx: int
-    rx: int
-
-    @property
-    def total(self) -> int:
-        return self.tx + self.rx
-
-    def __sub__(self, other: LinkBytes) -> LinkBytes:
-        return LinkBytes(self.tx - other.tx, self.rx - other.rx)
-
-    def __add__(self, other: LinkBytes) -> LinkBytes:
-        return LinkBytes(self.tx + other.tx, self.rx + other.rx)
-
-
-@dataclass(frozen=True)
-class Counters:
-    """Bytes on the onprem end of each link (tx: sent by onprem)."""
-
-    private: LinkBytes
-    internet: LinkBytes
-
-    def __sub__(self, other: Counters) -> Counters:
-        return Counters(self.private - other.private, self.internet - other.internet)
-
-    def __add__(self, other: Counters) -> Counters:
-        return Counters(self.private + other.private, self.internet + other.internet)
 
 
 def _run(args: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -135,16 +83,6 @@ def _die_with_parent() -> None:
     """In the child: SIGTERM when pytest dies, even by SIGKILL (survives ``ip netns exec``'s exec)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only it) into namespace ``name``: its new sockets live there."""
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {name} failed")
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -404,7 +342,7 @@ class Topology:
     def executor(self, ns: str) -> ThreadPoolExecutor:
         """A one-thread pool whose thread lives in ``ns`` (sockets only: names resolve as on the host)."""
         if ns not in self._executors:
-            self._executors[ns] = ThreadPoolExecutor(1, thread_name_prefix=ns, initializer=_enter_netns,
+            self._executors[ns] = ThreadPoolExecutor(1, thread_name_prefix=ns, initializer=enter_netns,
                                                      initargs=(ns,))
         return self._executors[ns]
 
@@ -420,29 +358,7 @@ class Topology:
     def on_account(self, account: Account, fn: Callable[[Any], T]) -> T:
         """``fn(BlobServiceClient)`` run from the account's own namespace (nothing crosses a link):
         path-style to its address, TLS checked against its name."""
-        return self.executor(account.namespace).submit(self._admin_call, account, fn).result()
-
-    def _admin_call(self, account: Account, fn: Callable[[Any], T]) -> T:
-        import requests
-        from azure.core.credentials import AzureNamedKeyCredential
-        from azure.core.pipeline.transport import RequestsTransport
-        from azure.storage.blob import BlobServiceClient
-        from requests.adapters import HTTPAdapter
-
-        class Pinned(HTTPAdapter):
-            def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-                kwargs.update(server_hostname=account.fqdn, assert_hostname=account.fqdn)
-                super().init_poolmanager(*args, **kwargs)
-
-        session = requests.Session()
-        session.trust_env = False
-        session.mount("https://", Pinned())
-        transport = RequestsTransport(session=session, session_owner=True, use_env_settings=False,
-                                      connection_verify=str(self.ca_file))
-        with BlobServiceClient(f"https://{account.address}/{account.name}", transport=transport,
-                               credential=AzureNamedKeyCredential(account.name, account.key),
-                               retry_total=0, connection_timeout=5, read_timeout=30) as svc:
-            return fn(svc)
+        return self.executor(account.namespace).submit(admin_call, account, self.ca_file, fn).result()
 
     def new_container(self, account: Account, prefix: str = "t") -> str:
         name = f"{prefix}-{secrets.token_hex(4)}"
