@@ -18,7 +18,18 @@ from tests.netns import DNS_SERVER, VENV_BIN, Counters, Topology
 
 MIB = 1 << 20
 DATA = 16 * MIB  # random, so zstd cannot shrink it: a full cycle sends at least this much
-NOT_MERGED = pytest.mark.xfail(strict=True, reason="network plane not merged yet")
+
+
+def not_merged(part: str) -> pytest.MarkDecorator:
+    """Strict xfail until ``part`` of the network plane is on main: remove the mark when it lands
+    (a test with several waits for all of them)."""
+    return pytest.mark.xfail(strict=True, reason=f"network plane not merged yet: {part}")
+
+
+ROUTING = not_merged("[network] routing and the enforced private path (issue 9, items 1-3)")
+GATEWAY_STATE = not_merged("server state written to the gateway account after every cycle (item 4)")
+CHECK = not_merged("godwit network check (item 5)")
+STATUS = not_merged("the data-plane path recorded per cycle in replicate status (item 8)")
 
 
 def toml_table(name: str, values: dict[str, Any]) -> str:

@@ -12,7 +12,19 @@ import pytest
 
 from tests.helpers import scribble
 from tests.netns import CONTROL_ENDPOINTS, Counters, LinkBytes, Topology
-from tests.network.project import DATA, MIB, NOT_MERGED, NetProject, make_disk, make_project, private_endpoint, step
+from tests.network.project import (
+    CHECK,
+    DATA,
+    GATEWAY_STATE,
+    MIB,
+    ROUTING,
+    STATUS,
+    NetProject,
+    make_disk,
+    make_project,
+    private_endpoint,
+    step,
+)
 
 pytestmark = [pytest.mark.network, pytest.mark.azure]
 
@@ -55,17 +67,24 @@ def test_baseline_godwit_reaches_the_cache_by_name_without_a_network_section(net
     assert net.proxy_connects()[connects_before:] == []
 
 
-@NOT_MERGED
-def test_replication_over_the_private_link_and_control_through_the_proxy(net: Topology, tmp_path: Path) -> None:
+@CHECK
+def test_network_check_passes_on_the_planned_topology(net: Topology, tmp_path: Path) -> None:
     p = make_project(net, tmp_path / "proj", network=private_endpoint(net))
     check = p.godwit("network", "check", "--json")
     assert check.returncode == 0, check.stdout + check.stderr
     report = json.loads(check.stdout)
     assert report["ok"] is True and report["data_plane"] == "private-endpoint"
-    assert {c["status"] for c in report["checks"]} <= {"pass", "warn"}
+    assert {c["status"] for c in report["checks"]} <= {"pass", "warn"}, report
     ids = [c["id"] for c in report["checks"]]
     assert len(ids) == len(set(ids)), "check ids must be unique"
+    assert all(set(c) >= {"id", "status", "message", "fix"} for c in report["checks"])
 
+
+@ROUTING
+@GATEWAY_STATE
+@STATUS
+def test_replication_over_the_private_link_and_control_through_the_proxy(net: Topology, tmp_path: Path) -> None:
+    p = make_project(net, tmp_path / "proj", network=private_endpoint(net))
     connects_before = len(net.proxy_connects())
     moved = run_flow(p, tmp_path)
     assert_replication_on_private_link(moved)

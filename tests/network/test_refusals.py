@@ -14,9 +14,20 @@ from typing import Any
 import pytest
 
 from tests.netns import PUBLIC_ADDRESS, Topology
-from tests.network.project import DATA, MIB, NOT_MERGED, NetProject, make_disk, make_project, private_endpoint, step
+from tests.network.project import (
+    CHECK,
+    DATA,
+    GATEWAY_STATE,
+    MIB,
+    ROUTING,
+    NetProject,
+    make_disk,
+    make_project,
+    private_endpoint,
+    step,
+)
 
-pytestmark = [pytest.mark.network, pytest.mark.azure, NOT_MERGED]
+pytestmark = [pytest.mark.network, pytest.mark.azure]
 
 
 def _project(net: Topology, tmp_path: Path, **network: Any) -> NetProject:
@@ -43,7 +54,12 @@ def _failed(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in report["checks"] if c["status"] == "fail"]
 
 
-@pytest.mark.parametrize("privatelink", [True, False], ids=["privatelink-zone-holds-public", "no-private-zone"])
+PUBLIC_ANSWERS = pytest.mark.parametrize("privatelink", [True, False],
+                                         ids=["privatelink-zone-holds-public", "no-private-zone"])
+
+
+@ROUTING
+@PUBLIC_ANSWERS
 def test_public_answer_is_refused_before_a_byte_leaves(net: Topology, tmp_path: Path, privatelink: bool) -> None:
     p = _project(net, tmp_path)
     _with_server(p, tmp_path)
@@ -55,12 +71,20 @@ def test_public_answer_is_refused_before_a_byte_leaves(net: Topology, tmp_path: 
     assert proc.returncode != 0 and "Traceback" not in said
     assert net.cache.fqdn in said and PUBLIC_ADDRESS in said, said  # what resolved to what
     assert (moved.private.total, moved.internet.total) == (0, 0), moved
+
+
+@CHECK
+@PUBLIC_ANSWERS
+def test_public_answer_fails_network_check(net: Topology, tmp_path: Path, privatelink: bool) -> None:
+    p = _project(net, tmp_path)
+    net.set_cache_answer(PUBLIC_ADDRESS, privatelink=privatelink)
     failed = _failed(_check(p))
     assert any(PUBLIC_ADDRESS in c["message"] and c["fix"] for c in failed), failed
     if not privatelink:
         assert any("privatelink.blob.core.windows.net" in (c["fix"] or "") + c["message"] for c in failed), failed
 
 
+@CHECK
 @pytest.mark.parametrize("pattern", ["*.blob.core.windows.net", ".*.blob.core.windows.net"])
 def test_blanket_blob_bypass_fails_the_check_naming_the_gateway(net: Topology, tmp_path: Path,
                                                                  pattern: str) -> None:
@@ -69,6 +93,8 @@ def test_blanket_blob_bypass_fails_the_check_naming_the_gateway(net: Topology, t
     assert any(net.gateway.name in c["message"] for c in failed), failed
 
 
+@ROUTING
+@GATEWAY_STATE
 def test_proxy_down_fails_the_control_plane_while_data_flows(net: Topology, tmp_path: Path) -> None:
     p = _project(net, tmp_path)
     _with_server(p, tmp_path)
@@ -84,12 +110,20 @@ def test_proxy_down_fails_the_control_plane_while_data_flows(net: Topology, tmp_
     said = proc.stdout + proc.stderr + p.events_text()
     proxy = net.proxy_url.removeprefix("http://")
     assert net.gateway.name in said and proxy in said, said
-    failed = _failed(_check(p))
-    assert any(proxy in c["message"] for c in failed), failed
     # The mover needs no proxy either.
     assert step(p, "mover", "run", "--once").private.rx >= DATA
 
 
+@CHECK
+def test_proxy_down_fails_network_check_naming_the_proxy(net: Topology, tmp_path: Path) -> None:
+    p = _project(net, tmp_path)
+    net.stop_proxy()
+    failed = _failed(_check(p))
+    proxy = net.proxy_url.removeprefix("http://")
+    assert any(proxy in c["message"] for c in failed), failed
+
+
+@ROUTING
 def test_dns_change_mid_replication_is_an_event_and_the_next_cycle_refuses(net: Topology,
                                                                            tmp_path: Path) -> None:
     p = make_project(net, tmp_path / "proj", network=private_endpoint(net), throttle_mbps=40)  # ~3.4 s
