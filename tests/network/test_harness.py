@@ -172,8 +172,9 @@ def test_stop_proxy_refuses_then_start_again(net: Topology) -> None:
     assert _curl(net, f"{net.gateway.url}/?comp=list", "--proxy", net.proxy_url).stdout.startswith("403")
 
 
-def test_teardown_removes_everything_even_after_a_failure(tmp_path: Path) -> None:
-    """A second topology under other names: built, broken by an exception, and gone afterwards."""
+def test_teardown_removes_everything_even_after_a_failure(netns_topology: Topology, tmp_path: Path) -> None:
+    """A second topology under other names: built, broken by an exception, and gone afterwards.
+    (``netns_topology``: under the session's host lock, so no other session builds one alongside.)"""
     topo = Topology(tmp_path / "t", suffix="-td")
     pids: list[int] = []
     with pytest.raises(RuntimeError, match="test failure"):
@@ -197,7 +198,7 @@ def test_host_lock_is_exclusive(netns_topology: Topology) -> None:
         pass
 
 
-def test_daemons_die_with_a_killed_session(tmp_path: Path) -> None:
+def test_daemons_die_with_a_killed_session(netns_topology: Topology, tmp_path: Path) -> None:
     """pytest killed by SIGKILL runs no teardown: every daemon still dies with it (parent-death
     signal), and the next session's ``up`` removes the namespaces left behind."""
     code = f"""
