@@ -108,10 +108,10 @@ def host_lock(timeout: float = 300.0) -> Iterator[None]:
 def require_tools() -> None:
     if os.geteuid() != 0:
         pytest.fail("the network tests need root (network namespaces)", pytrace=False)
-    missing = [t for t in ("ip", "dnsmasq", "tinyproxy", "curl", "getent") if not shutil.which(t)]
+    missing = [t for t in ("ip", "ss", "sysctl", "dnsmasq", "tinyproxy", "curl", "getent") if not shutil.which(t)]
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}: apt-get install iproute2 dnsmasq tinyproxy curl",
-                    pytrace=False)
+        pytest.fail(f"missing {', '.join(missing)}: apt-get install iproute2 procps dnsmasq-base tinyproxy-bin "
+                    "curl (the binaries, without their services)", pytrace=False)
 
 
 class Topology:
