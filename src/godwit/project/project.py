@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from godwit.config.model import Config
 from godwit.config import model as configmod
+from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
-from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.errors import ConflictError, ProjectError, StoreError, UsageError
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
 from godwit.state import StateDB
@@ -24,7 +24,7 @@ from godwit.stores.throttle import ThrottledStore, TokenBucket
 
 CONFIG_NAME = "godwit.toml"
 STORE_CONFIG_KEY = "godwit-store.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def default_path() -> Path:
@@ -122,12 +122,15 @@ class Project:
 def init(root: Path, name: str | None = None) -> Project:
     root = Path(root)
     cfg_path = root / CONFIG_NAME
-    if cfg_path.exists():
-        raise ConflictError(f"{root} is already a godwit project", hint="use it, or pick another folder")
-    name = name or root.resolve().name or "godwit"
-    if not NAME_RE.match(name):
-        name = "godwit"
+    if name is not None and not NAME_RE.match(name):
+        raise UsageError(f"project name {name[:80]!r} is not valid",
+                         hint="1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     try:
+        if cfg_path.exists():
+            raise ConflictError(f"{root} is already a godwit project", hint="use it, or pick another folder")
+        name = name or root.resolve().name
+        if not NAME_RE.match(name):
+            name = "godwit"  # a folder name that is no valid project name: the default, not an error
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("state", "cache", "replicas"):
             (root / sub).mkdir(exist_ok=True)
@@ -143,7 +146,11 @@ def init(root: Path, name: str | None = None) -> Project:
 def open_project(root: Path | None = None) -> Project:
     root = Path(root) if root is not None else default_path()
     cfg_path = root / CONFIG_NAME
-    if not cfg_path.exists():
+    try:
+        found = cfg_path.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        raise ProjectError(f"cannot open a project at {root}: {exc.strerror}") from None
+    if not found:
         raise ProjectError(f"no godwit project at {root.resolve()} ({CONFIG_NAME} not found)",
                            hint="run `godwit init PATH`, or pass --project / set GODWIT_PROJECT")
     cfg = configmod.load(cfg_path)
