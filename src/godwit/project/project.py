@@ -110,8 +110,12 @@ class Project:
         return self._store_id
 
     def replica(self, server: Server, disk: Disk) -> ReplicaDisk:
-        """The replica of one disk, as `[replicas]` configures it."""
-        return open_replica(self.config.replicas, self.root, server, disk)
+        """The replica of one disk, as `[replicas]` configures it, checked against the state's
+        recovery points (a replica of another history is refused, never used)."""
+        points = [rp.number for rp in self.db.recovery_points(server.id)]
+        newest = max((c.number for c in self.db.cycles(server.id)), default=0)
+        return open_replica(self.config.replicas, self.root, server, disk, state_points=points,
+                            newest_cycle=newest)
 
     def close(self) -> None:
         if self._store is not None:

@@ -4,7 +4,7 @@ Files, for a replica named ``disk0`` in folder ``D``::
 
     D/disk0.img                 the live disk: the latest applied cycle (sparse)
     D/disk0.undo/<N>.undo       what cycle N overwrote: recovery point N-1 over N's ranges
-    D/disk0.points.json         sealed recovery points (written atomically)
+    D/disk0.points.json         sealed recovery points and whose they are (written atomically)
 
 Why an undo journal: reflink copies need XFS or Btrfs, and a qcow2 overlay chain slows every
 read. An undo log costs one read and one write of exactly the bytes a cycle changes, works on any
@@ -204,9 +204,13 @@ class LocalPointReader(PointReader):
 
 
 class LocalReplica(ReplicaDisk):
-    def __init__(self, folder: Path, name: str) -> None:
+    """``identity`` (the server's and disk's uids) is written into the points file and checked on
+    every read of it: a replica never serves points recorded for another server or disk."""
+
+    def __init__(self, folder: Path, name: str, *, identity: dict[str, str] | None = None) -> None:
         self.folder = Path(folder)
         self.name = name
+        self.identity = dict(identity or {})
         self.live = self.folder / f"{name}.img"
         self.undo_dir = self.folder / f"{name}.undo"
         self.points_file = self.folder / f"{name}.points.json"
@@ -218,16 +222,21 @@ class LocalReplica(ReplicaDisk):
     def _state(self) -> dict[str, list[int]]:
         try:
             doc = json.loads(self.points_file.read_text())
-            return {"points": [int(n) for n in doc["points"]]}
+            points = {"points": [int(n) for n in doc["points"]]}
+            owner = {k: doc.get(k) for k in self.identity}
         except FileNotFoundError:
             return {"points": []}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CorruptObjectError(f"{self.points_file} is damaged") from None
+        if owner != self.identity:
+            raise ReplicaError(f"replica {self.live} belongs to another server or disk ({owner}, expected "
+                               f"{self.identity})", hint="move the replica folder aside; godwit will not reuse it")
+        return points
 
     def _save_state(self, points: list[int]) -> None:
         tmp = self.points_file.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump({"format": 1, "points": sorted(points)}, f)
+            json.dump({"format": 1, **self.identity, "points": sorted(points)}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.points_file)
