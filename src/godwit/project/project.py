@@ -94,6 +94,12 @@ class Project:
         try:
             raw = self.store.get(STORE_CONFIG_KEY)
         except ObjectMissingError:
+            # A new id only for a store without godwit objects: in one that holds a layout, a new id
+            # would make every committed cycle look copied in from another store.
+            if next(iter(self.store.list("servers/")), None) is not None:
+                raise StoreError(f"{STORE_CONFIG_KEY} is missing from {self.store.description}, which holds "
+                                 "godwit objects", hint=f"restore {STORE_CONFIG_KEY} from a backup; godwit will "
+                                 "not make a new id for a store in use") from None
             doc = {"format": 1, "id": secrets.token_hex(16), "created": time.time()}
             with contextlib.suppress(ObjectExistsError):  # another process made it first: read theirs
                 self.store.put(STORE_CONFIG_KEY, json.dumps(doc).encode(), overwrite=False)
