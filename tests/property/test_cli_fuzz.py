@@ -33,7 +33,9 @@ from tests.helpers import make_raw, scribble
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 EXIT_CODES = {0} | {int(m) for m in re.findall(r"^\| (\d+) \|", DOCS.read_text(), re.M)}
-SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
+# Fixed and bounded for CI; FUZZ_EXAMPLES=2000 FUZZ_RANDOM=1 for a longer hunt.
+SETTINGS = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")), deadline=None,
+                    derandomize=not os.environ.get("FUZZ_RANDOM"),
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
