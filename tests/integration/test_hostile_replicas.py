@@ -91,3 +91,32 @@ def test_points_file_of_another_disk_is_refused(tmp_path: Path) -> None:
     points.write_text(points.read_text().replace('"disk_uid": "', '"disk_uid": "x'))
     mig = godwit(proj, "migrate", "vm", "--test", "--out", str(tmp_path / "out"))
     assert mig.returncode == 40 and "belongs to another" in mig.stderr, mig.stderr
+
+
+def test_planted_files_in_a_replica_are_refused(tmp_path: Path) -> None:
+    """A replica's own files are opened without following links and must be regular files."""
+    import os
+
+    proj = _init(tmp_path)
+    disk = make_raw(tmp_path / "disk.raw", 4 << 20, seed=12)
+    ok(proj, "server", "add", "vm", "--disk", str(disk))
+    ok(proj, "replicate", "start", "vm")
+    ok(proj, "mover", "run", "--once")
+    scribble(disk, seed=13, writes=10)
+    ok(proj, "replicate", "cycle", "vm")
+    ok(proj, "mover", "run", "--once")
+    undo = next((proj / "replicas").glob("vm-*/disk0-*.undo/0000000002.undo"))
+    undo.unlink()
+    os.mkfifo(undo)
+    mig = godwit(proj, "migrate", "vm", "--test", "-r", "1", "--out", str(tmp_path / "out"))
+    assert mig.returncode == 40 and "not a regular file" in mig.stderr, mig.stderr
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    live = next((proj / "replicas").glob("vm-*/disk0-*.img"))
+    live.unlink()
+    live.symlink_to(victim)
+    scribble(disk, seed=14, writes=10)
+    ok(proj, "replicate", "cycle", "vm")
+    mover = godwit(proj, "mover", "run", "--once")
+    assert mover.returncode == 40 and "symbolic link" in mover.stderr, mover.stderr
+    assert victim.read_bytes() == b"precious"
