@@ -167,6 +167,9 @@ def test_numbers_out_of_range_are_usage_errors(proj: Path, tmp_path: Path) -> No
     ("[replication.throttle]\nmax_mbps = nan\n", "max_mbps"),
     ("[replication.throttle]\nmax_mbps = inf\n", "max_mbps"),
     ("[replication]\ninterval_seconds = 99999999999999999\n", "interval_seconds"),
+    ('[cache]\npath = "a\\u0000b"\n', "NUL"),
+    ('[replicas]\npath = ""\n', "[replicas] path is empty"),
+    ('[cache]\npath = " "\n', "[cache] path is empty"),
 ])
 def test_bad_config_values_are_config_errors(proj: Path, text: str, match: str) -> None:
     (proj / "godwit.toml").write_text(text)

@@ -181,7 +181,8 @@ def commands(draw: st.DrawFn) -> list[str]:
 
 TOML_VALUE = st.one_of(st.integers(min_value=-(2 ** 63), max_value=2 ** 63 - 1), st.floats(), st.booleans(),
                        st.sampled_from(['"local"', '"azure"', '"[/]"', '"nan"', '""', '"bogus://x"', "[1, 2]",
-                                        "{}", '{ "08:00-18:00" = 0 }', '{ "25:00-26:00" = 5 }', '"a\\nb"']))
+                                        "{}", '{ "08:00-18:00" = 0 }', '{ "25:00-26:00" = 5 }', '"a\\nb"',
+                                        '"a\\u0000b"', '" "']))
 SECTIONS = ["project", "cache", "replication", "replication.throttle", "replicas", "state", "gateway", "bogus"]
 KEYS = ["name", "format", "kind", "path", "pack_size_mib", "tracker", "block_size_kib", "hash", "compression_level",
         "upload_concurrency", "interval_seconds", "max_mbps", "schedule", "keep_recovery_points", "url", "bogus"]
@@ -242,6 +243,8 @@ def test_hostile_arguments(base: Path, args: list[str]) -> None:
 @example(text="replication = [1, 2]\n", verb=["replicate", "status"], json_=False)
 @example(text="[replication.throttle]\nmax_mbps = nan\n", verb=["replicate", "check", "vm"], json_=False)
 @example(text="[replication]\nbogus = 1\n", verb=["events"], json_=True)
+@example(text='[cache]\npath = "a\\u0000b"\n', verb=["mover", "run", "--once"], json_=False)
+@example(text='[cache]\npath = ""\n', verb=["mover", "run", "--once"], json_=False)
 @given(text=configs(), verb=st.sampled_from([["server", "list"], ["replicate", "status"], ["events"],
                                              ["recovery-points", "vm"], ["mover", "run", "--once"],
                                              ["replicate", "check", "vm"]]), json_=st.booleans())

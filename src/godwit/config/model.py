@@ -25,6 +25,15 @@ def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type,
         raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}"[:200])
     if not isinstance(value, kind):
         raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}"[:200])
+    if isinstance(value, str) and "\x00" in value:  # no path, name or URL holds a NUL byte
+        raise ConfigError(f"[{name}] {key} contains a NUL character")
+    return value
+
+
+def _path(section: dict[str, Any], name: str, default: str) -> str:
+    value: str = _take(section, name, "path", str, default)
+    if not value.strip():
+        raise ConfigError(f"[{name}] path is empty", hint=f'leave it out for the default ("{default}")')
     return value
 
 
@@ -120,7 +129,7 @@ def parse(data: dict[str, Any]) -> Config:
     c.kind = _take(cache, "cache", "kind", str, c.kind)
     if c.kind not in ("local", "azure"):
         raise ConfigError(f"[cache] kind {c.kind!r} is unknown", hint='use "local" or "azure"')
-    c.path = _take(cache, "cache", "path", str, c.path)
+    c.path = _path(cache, "cache", c.path)
     c.pack_size_mib = _take(cache, "cache", "pack_size_mib", int, c.pack_size_mib)
     if not 1 <= c.pack_size_mib <= 1024:
         raise ConfigError("[cache] pack_size_mib must be between 1 and 1024")
@@ -163,7 +172,7 @@ def parse(data: dict[str, Any]) -> Config:
     rp.kind = _take(replicas, "replicas", "kind", str, rp.kind)
     if rp.kind not in ("local", "azure"):
         raise ConfigError(f"[replicas] kind {rp.kind!r} is unknown", hint='use "local" or "azure"')
-    rp.path = _take(replicas, "replicas", "path", str, rp.path)
+    rp.path = _path(replicas, "replicas", rp.path)
     rp.keep_recovery_points = _take(replicas, "replicas", "keep_recovery_points", int,
                                     rp.keep_recovery_points)
     if not 1 <= rp.keep_recovery_points <= 100:
