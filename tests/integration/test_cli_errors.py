@@ -216,3 +216,16 @@ def test_json_errors_are_json(proj: Path, tmp_path: Path) -> None:
     assert run("replicate", "start", "web", project=proj).returncode == 0
     again = run("replicate", "start", "web", "--json", project=proj)
     assert again.returncode == 0 and json.loads(again.stdout)["server"] == "web", again.stdout
+
+
+def test_config_that_is_not_a_file(proj: Path) -> None:
+    toml = proj / "godwit.toml"
+    toml.unlink()
+    toml.symlink_to("/dev/zero")
+    assert_clean_error(run("server", "list", project=proj), 3)
+    toml.unlink()
+    os.mkfifo(toml)
+    assert_clean_error(run("server", "list", project=proj), 3)  # a hang fails through the timeout
+    toml.unlink()
+    toml.write_bytes(b"#" * (2 << 20))
+    assert_clean_error(run("server", "list", project=proj), 3, "far smaller")

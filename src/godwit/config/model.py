@@ -6,6 +6,8 @@ here: credentials are named by reference (an environment variable or a file).
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,9 +191,27 @@ def parse(data: dict[str, Any]) -> Config:
     return cfg
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file (a FIFO would block, /dev/zero never end), at most 1 MiB."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {st.st_size} bytes; a godwit.toml is far smaller",
+                              hint="see docs/configuration.md")
+        return os.read(fd, MAX_CONFIG_BYTES)
+    finally:
+        os.close(fd)
+
+
 def load(path: Path) -> Config:
     try:
-        raw = path.read_bytes()
+        raw = _read_config(path)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist", hint="run `godwit init PATH` to create a project") from None
     except OSError as exc:
