@@ -229,3 +229,17 @@ def test_config_that_is_not_a_file(proj: Path) -> None:
     toml.unlink()
     toml.write_bytes(b"#" * (2 << 20))
     assert_clean_error(run("server", "list", project=proj), 3, "far smaller")
+
+
+def test_verify_mismatch_under_json_is_one_document(proj: Path) -> None:
+    import json
+
+    assert run("replicate", "start", "web", project=proj).returncode == 0
+    assert run("mover", "run", "--once", project=proj).returncode == 0
+    img = next((proj / "replicas").glob("web-*/disk0-*.img"))
+    with open(img, "r+b") as f:
+        f.seek(12345)
+        f.write(b"\xff" * 16)
+    proc = run("verify", "web", "--json", project=proj)
+    assert_clean_error(proc, 41)
+    assert json.loads(proc.stdout)["ok"] is False

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from, styled
-from godwit.errors import UsageError
+from godwit.cli.common import JsonOpt, ProjectOpt, fail, guarded, human_bytes, out, print_json, project_from, styled
+from godwit.errors import GodwitError, UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -128,4 +128,9 @@ def verify(
                 out.print(styled(f"disk{d['index']}: ", ("MISMATCH", "red"), f" at {ranges}{more}"))
             else:
                 out.print(f"disk{d['index']}: ok ({human_bytes(d['size'])})")
-    migration.raise_on_mismatch(report)
+    try:
+        migration.raise_on_mismatch(report)
+    except GodwitError as exc:
+        if json_:  # the report is the JSON answer: stdout holds one document
+            raise fail(exc) from None
+        raise
