@@ -70,7 +70,10 @@ def test_output_folder_is_checked(replicated: tuple[Project, Path], tmp_path: Pa
     project, disk = replicated
     before = disk.read_bytes()
     for out, match in (("/", "must not be /"), (str(disk), "is a source disk"),
-                       (str(disk.parent), "folder of source disk"), (str(tmp_path / "src" / "."), "folder of")):
+                       (str(disk.parent), "folder of source disk"), (str(tmp_path / "src" / "."), "folder of"),
+                       (str(project.replicas_dir), "inside the project's replicas"),
+                       (str(project.cache_dir / "x"), "inside the project's cache"),
+                       (str(project.state_dir), "inside the project's state")):
         proc = run(project.root, "migrate", "vm", "--test", "--out", out)
         assert proc.returncode == 2 and match in proc.stderr, (out, proc.stderr)
     assert disk.read_bytes() == before

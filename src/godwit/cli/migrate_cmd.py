@@ -68,7 +68,8 @@ def migrate(
         if fmt != "pageblob":  # with pageblob --out names a container
             from godwit.migrate.export import refuse_out_dir
 
-            refuse_out_dir(out_dir, [d.spec for d in p.db.disks(p.db.server(name).id)])
+            refuse_out_dir(out_dir, [d.spec for d in p.db.disks(p.db.server(name).id)],
+                           reserved=[p.state_dir, p.cache_dir, p.replicas_dir])
         if test:
             res = migration.test_migration(p, name, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir)
         else:

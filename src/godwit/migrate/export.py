@@ -38,12 +38,17 @@ def needed_bytes(reader: PointReader, fmt: str) -> int:
     return used * 2 if fmt == "qcow2" else used + 512  # qcow2 goes through a raw file first
 
 
-def refuse_out_dir(out_dir: Path, sources: Sequence[str | Path] = ()) -> None:
-    """Refuse an output folder that is ``/``, a source disk, or the folder a source disk is in:
-    migrated disks must never land on, or next to, what they were copied from."""
+def refuse_out_dir(out_dir: Path, sources: Sequence[str | Path] = (), reserved: Sequence[Path] = ()) -> None:
+    """Refuse an output folder that is ``/``, a source disk, the folder a source disk is in, or
+    in one of the project's own folders (``reserved``: state, cache, replicas): migrated disks
+    must never land on, or next to, what they were copied from or what godwit keeps."""
     where = Path(os.path.realpath(out_dir))
     if where == Path("/"):
         raise UsageError("--out must not be /", hint="pick a folder of its own for the migrated disks")
+    for folder in reserved:
+        if where.is_relative_to(os.path.realpath(folder)):
+            raise UsageError(f"--out {out_dir} is inside the project's {folder.name} folder",
+                             hint="pick a folder of its own for the migrated disks")
     for src in sources:
         disk = Path(os.path.realpath(src))
         if where == disk:
