@@ -205,11 +205,12 @@ def toml_value(v: Any) -> str:
 def godwit_cycles(az: Azurite, image: Path, workdir: Path, writes: list[tuple[int, bytes]],
                   size: int, validate: str) -> list[Row]:
     """Initial and delta cycle of a project whose cache is an Azure container."""
+    from godwit.azure.settings import parse_options
     from godwit.engine import inventory
     from godwit.engine import lifecycle as replication
     from godwit.project import project
     from godwit.project.project import STORE_CONFIG_KEY
-    from godwit.stores.azure import AzureBlobStore, parse_options
+    from godwit.stores.azure import AzureBlobStore
     from godwit.stores.throttle import ThrottledStore, TokenBucket
 
     scheme = "https" if az.https else "http"
@@ -267,10 +268,10 @@ def godwit_replica(az: Azurite, image: Path, workdir: Path, writes: list[tuple[i
     """The image's data extents into a page-blob replica, then the scattered writes and a seal."""
     from azure.storage.blob import BlobServiceClient
 
-    from godwit.azure.credentials import build_credential
+    from godwit.azure.clients import client_kwargs, credential_for
+    from godwit.azure.settings import parse_options
     from godwit.replicas.base import ReplicaDisk
     from godwit.replicas.pageblob import REPLICA_CONCURRENCY, REPLICA_KEYS, PageBlobReplica
-    from godwit.stores.azure import client_kwargs, parse_options
 
     scheme = "https" if az.https else "http"
     container = az.container("replicas")
@@ -278,8 +279,8 @@ def godwit_replica(az: Azurite, image: Path, workdir: Path, writes: list[tuple[i
     parsed = parse_options(az.options(container, validate_content=validate), "replicas", workdir,
                            allowed=REPLICA_KEYS, default_concurrency=REPLICA_CONCURRENCY)
     settings = replace(parsed, extra={"raw_request_hook": counter})
-    service = BlobServiceClient(settings.account_url, credential=build_credential(settings.credential, ACCOUNT),
-                                **client_kwargs(settings, pool=settings.max_concurrency + 4))
+    service = BlobServiceClient(settings.account_url, credential=credential_for(settings),
+                                **client_kwargs(settings, "data", pool=settings.max_concurrency + 4))
     replica: ReplicaDisk = PageBlobReplica(service.get_blob_client(container, "bench-disk0.vhd"), settings,
                                            service=service)
     chunk = 32 * MIB

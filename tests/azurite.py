@@ -196,7 +196,8 @@ class Azurite:
 
         return BlobServiceClient(self.blob_url, credential=AzureNamedKeyCredential(self.account, self.key),
                                  connection_verify=str(self.ca_file) if self.ca_file else True,
-                                 retry_total=retries, connection_timeout=5, read_timeout=30)
+                                 retry_total=retries, connection_timeout=5, read_timeout=30,
+                                 use_env_settings=False)  # tests may point HTTPS_PROXY anywhere
 
     def new_container(self, prefix: str = "t") -> str:
         name = f"{prefix}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"

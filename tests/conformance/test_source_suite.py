@@ -2,25 +2,30 @@
 
 The same sparse raw image is read directly (FileSource) and, converted by ``qemu-img convert``,
 as qcow2, VMDK, fixed and dynamic VHD, and VHDX through qemu-nbd (NbdSource). Every reader must
-return the raw bytes.
+return the raw bytes. Two more open with a point-in-time view, as a cycle does: a qcow2 internal
+snapshot, and a raw file's reflink clone on an XFS that the suite makes on a loop device.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import random
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from godwit.errors import SourceError
+from godwit.sources import open_source
 from godwit.sources.base import DiskSource, Extent
 from godwit.sources.file import FileSource
 from godwit.sources.nbd import NbdSource
+from tests.reflinkfs import reflink_filesystem
 
 MiB = 1 << 20
 # Not a multiple of any cluster or request size, so last partial clusters and requests are covered.
@@ -52,6 +57,7 @@ class Kind:
     fmt: str  # "raw", or the qemu format name
     convert_opts: tuple[str, ...] = ()
     finds_holes: bool = True
+    snapshot: bool = False  # opened with a point-in-time view, as a cycle opens it
 
 
 KINDS = [
@@ -63,6 +69,8 @@ KINDS = [
     Kind("vpc-dynamic", "vpc", ("-o", "subformat=dynamic,force_size=on")),
     # qemu 7.2's vhdx driver has no block-status: every block is reported as data.
     Kind("vhdx", "vhdx", finds_holes=False),
+    Kind("qcow2-snapshot", "qcow2", snapshot=True),  # an internal snapshot, exported by qemu-nbd
+    Kind("raw-reflink", "raw", snapshot=True),  # a FICLONE clone, on the suite's own XFS
 ]
 
 
@@ -72,10 +80,25 @@ class Image:
     path: Path
     data: bytes
 
+    @property
+    def snapdir(self) -> Path:
+        return self.path.parent / f"snapshots-{self.kind.name}"
+
     def open(self) -> DiskSource:
+        if self.kind.snapshot:
+            return open_source(self.path, self.kind.fmt, snapshot_dir=self.snapdir, temp_tag=f"suite-{self.kind.name}")
         if self.kind.fmt == "raw":
             return FileSource(self.path)
         return NbdSource.for_image(self.path, self.kind.fmt, snapshot=False)
+
+    def leftovers(self) -> list[str]:
+        """Temporaries of a closed snapshot open still on disk (there must be none)."""
+        left = [p.name for p in self.snapdir.iterdir()] if self.snapdir.exists() else []
+        if self.kind.fmt == "qcow2":
+            listing = subprocess.run(["qemu-img", "snapshot", "-U", "-l", str(self.path)], check=True,
+                                     capture_output=True, text=True).stdout
+            left += [line for line in listing.splitlines() if "godwit-" in line]
+        return left
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +107,33 @@ def raw_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     return path, _make_raw(path)
 
 
+@pytest.fixture(scope="module")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with reflink_filesystem(tmp_path_factory.mktemp("suite-xfs")) as mnt:
+        yield mnt
+
+
 @pytest.fixture(scope="module", params=KINDS, ids=[k.name for k in KINDS])
 def image(request: pytest.FixtureRequest, raw_image: tuple[Path, bytes]) -> Image:
-    kind: Kind = request.param
+    return _image(request, request.param, raw_image)
+
+
+SNAPSHOT_KINDS = [k for k in KINDS if k.snapshot]
+
+
+@pytest.fixture(scope="module", params=SNAPSHOT_KINDS, ids=[k.name for k in SNAPSHOT_KINDS])
+def snapshot_image(request: pytest.FixtureRequest, raw_image: tuple[Path, bytes]) -> Image:
+    return _image(request, request.param, raw_image)
+
+
+def _image(request: pytest.FixtureRequest, kind: Kind, raw_image: tuple[Path, bytes]) -> Image:
     raw, data = raw_image
+    if kind.name == "raw-reflink":
+        path = request.getfixturevalue("xfs") / "disk.raw"
+        if not path.exists():
+            shutil.copyfile(raw, path)  # not sparse-preserving; the holes test tolerates allocated zeros
+            subprocess.run(["fallocate", "--dig-holes", str(path)], check=True)
+        return Image(kind, path, data)
     if kind.fmt == "raw":
         return Image(kind, raw, data)
     path = raw.with_name(f"disk.{kind.name}")
@@ -132,10 +178,37 @@ def test_size_is_the_raw_size(source: DiskSource, image: Image) -> None:
     assert source.size == len(image.data)
 
 
-def test_consistency_and_warnings(source: DiskSource) -> None:
-    assert source.consistency in ("crash", "none")
-    assert isinstance(source.warnings, list)
-    assert all(isinstance(w, str) for w in source.warnings)
+def test_consistency_and_warnings(source: DiskSource, image: Image) -> None:
+    # No one writes the suite's images: a snapshot open sees one instant, a live open reads the
+    # live image, and neither has anything to warn about.
+    assert source.consistency == ("crash" if image.kind.snapshot else "none")
+    assert source.warnings == []
+    assert source.description == str(image.path)
+
+
+def test_snapshot_open_reads_one_instant(snapshot_image: Image, tmp_path: Path) -> None:
+    """A write to the image after a snapshot open is not seen (a fresh live open sees it)."""
+    image = snapshot_image
+    copy = replace(image, path=(image.path.parent if image.kind.name == "raw-reflink" else tmp_path) / "instant.img")
+    shutil.copyfile(image.path, copy.path)
+    changed = bytearray(image.data)
+    changed[MiB:2 * MiB] = b"\xee" * MiB
+    try:
+        with copy.open() as src:
+            if image.kind.fmt == "qcow2":
+                subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -q -P 0xee {MiB} {MiB}", str(copy.path)],
+                               check=True, capture_output=True)
+            else:
+                fd = os.open(copy.path, os.O_WRONLY)
+                os.pwrite(fd, b"\xee" * MiB, MiB)
+                os.close(fd)
+            assert _read(src, 0, SIZE, _bytearray) == image.data
+        assert copy.leftovers() == []
+        live = replace(copy, kind=replace(image.kind, snapshot=False)).open()
+        with live:
+            assert _read(live, 0, SIZE, _bytearray) == changed  # the write did land
+    finally:
+        copy.path.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("alloc", [_bytearray, _mmap], ids=["bytearray", "mmap"])
@@ -184,6 +257,7 @@ def test_close_is_idempotent(image: Image) -> None:
     src.close()
     with src:  # the context manager closes once more
         pass
+    assert image.leftovers() == []  # snapshot, clone, nothing left behind
 
 
 def test_concurrent_reads_from_two_threads(source: DiskSource, image: Image) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +12,19 @@ import pytest
 from godwit.errors import ObjectExistsError, ObjectMissingError, UsageError
 from godwit.stores import LocalStore
 from godwit.stores.base import ObjectStore
+from godwit.stores.throttle import ThrottledStore, TokenBucket
+
+# Fast enough for the suite (~50 MB/s), slow enough that the bucket really sleeps on large puts.
+THROTTLE_MBPS = 400.0
 
 
-@pytest.fixture(params=["local", "azure"])
+@pytest.fixture(params=["local", "throttled", pytest.param("azure", marks=pytest.mark.azure)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    if request.param == "local":
+    if request.param in ("local", "throttled"):
         (tmp_path / "cache").mkdir()
         s: ObjectStore = LocalStore(tmp_path / "cache")
+        if request.param == "throttled":
+            s = ThrottledStore(s, TokenBucket(lambda: THROTTLE_MBPS))
     else:
         s = request.getfixturevalue("azure_store")
     yield s
@@ -126,3 +133,19 @@ def test_page_aligned_buffer_round_trip(store: ObjectStore) -> None:
     del view
     assert store.get("aligned") == data
     buf.close()
+
+
+def test_throttled_store_holds_its_rate(tmp_path: Path) -> None:
+    """The wrapper in the suite above really limits: puts wait for the bucket, gets do not."""
+    bucket = TokenBucket(lambda: 160.0)  # 20 MB/s; the bucket starts empty
+    store = ThrottledStore(LocalStore(tmp_path), bucket)
+    data = bytes(8 << 20)
+    t0 = time.monotonic()
+    store.put("slow", data)
+    elapsed = time.monotonic() - t0
+    assert 0.3 <= elapsed < 5, elapsed  # 8.4 MB at 20 MB/s: ~0.42 s
+    assert bucket.held_seconds > 0.3
+    t0 = time.monotonic()
+    assert store.get("slow") == data
+    assert time.monotonic() - t0 < 0.3 and bucket.held_seconds < 0.6
+    store.close()

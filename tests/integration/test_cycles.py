@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from godwit.engine.inventory import add_server
 from godwit.errors import ConflictError, CorruptObjectError, SourceError
 from godwit.project.project import Project, init
 from tests.helpers import Replayer, convert, make_raw, read_view, scribble, write_at
+
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
 
 SIZE = (16 << 20) + 3 * 4096  # not a multiple of the 64 KiB block
 
@@ -208,6 +211,18 @@ def test_bandwidth_cap_holds_the_data_plane(project: Project, tmp_path: Path) ->
     assert res.bottleneck == "throttle"
 
 
+def test_stage_timers_are_kept_and_name_the_bottleneck(project: Project, tmp_path: Path) -> None:
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=7, writes=40)
+    add_server(project, "s", [str(img)])
+    res = replication.start(project, "s")
+    assert res is not None
+    assert res.t_read > 0 and res.t_cpu > 0 and res.t_upload > 0 and res.t_wall >= res.t_read / 2
+    assert res.t_throttle == 0 and res.bottleneck in ("source", "cpu", "store")
+    [row] = replication.status(project, "s")[0].cycles
+    assert (row.t_read, row.t_cpu, row.t_upload, row.bottleneck) == (
+        res.t_read, res.t_cpu, res.t_upload, res.bottleneck)
+
+
 def test_many_small_runs_between_holes(tmp_path: Path) -> None:
     """Tasks group small data runs and holes; changes in data, in holes, and data turned to zeros."""
     import random
@@ -278,3 +293,152 @@ def test_manifest_create_retried_after_it_landed(project: Project, tmp_path: Pat
         res = replication.start(project, "s")
         assert res is not None and res.number == 1
         assert project.db.cycles(project.db.server("s").id)[0].state == "committed"
+
+
+def _kill_a_delta_cycle(project: Project, tmp_path: Path) -> Path:
+    """Replicate, change the disk, and die in the commit: a delta cycle stays open, packs journaled."""
+    from godwit.engine.cycle import CycleRunner
+
+    img = make_raw(tmp_path / "d.raw", SIZE, seed=31, writes=40)
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    scribble(img, seed=32, writes=30)
+    orig = CycleRunner._commit
+
+    def die(*_a: object, **_k: object) -> None:
+        raise SystemExit("killed in _commit")
+
+    CycleRunner._commit = die  # type: ignore[method-assign]
+    try:
+        with pytest.raises(SystemExit):
+            replication.cycle(project, "s")
+    finally:
+        CycleRunner._commit = orig  # type: ignore[method-assign]
+    sid = project.db.server("s").id
+    assert [c.number for c in project.db.cycles(sid, ("open",))] == [2]
+    return img
+
+
+@pytest.mark.parametrize("change", [("block_size_kib = 64", "block_size_kib = 32"),
+                                    ("block_size_kib = 64", "block_size_kib = 128"),
+                                    ('hash = "xxh3-128"', 'hash = "blake3"')])
+def test_settings_changed_while_a_cycle_is_open(project: Project, tmp_path: Path, change: tuple[str, str]) -> None:
+    """Issue 8.7: the open cycle was made with other settings; it is discarded with an event and a
+    new cycle with the new settings replaces it (it used to fail on every run: "run ... overlaps")."""
+    from godwit.engine.mover import apply_server
+    from godwit.migrate import migration
+    from godwit.project.project import open_project
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    cfg = project.root / "godwit.toml"
+    assert change[0] in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace(*change))
+    p = open_project(project.root)
+    try:
+        res = replication.cycle(p, "s")
+        assert res.number == 3 and not res.resumed
+        sid = p.db.server("s").id
+        assert [(c.number, c.state) for c in p.db.cycles(sid)] == [(1, "committed"), (2, "discarded"),
+                                                                    (3, "committed")]
+        assert any("cycle 2 was interrupted" in e.message and "discarded" in e.message
+                   for e in p.db.events("s"))
+        from godwit.engine.reader import load_manifest
+
+        uid = p.db.server("s").uid
+        stored = {k.rsplit("/", 1)[-1].split(".")[0] for k in p.store.list(f"servers/{uid}/packs/")}
+        live = {k for c in (1, 3) for k in load_manifest(p.store, uid, c).packs()}
+        assert stored == live, "the discarded cycle's packs are deleted"
+        apply_server(p, "s")
+        out = migration.test_migration(p, "s", out_dir=tmp_path / "out")
+        assert Path(out.files[0]).read_bytes() == img.read_bytes()
+        assert migration.verify(p, "s").ok
+    finally:
+        p.close()
+
+
+def test_same_settings_still_resume_the_open_cycle(project: Project, tmp_path: Path) -> None:
+    img = _kill_a_delta_cycle(project, tmp_path)
+    res = replication.cycle(project, "s")
+    assert res.number == 2 and res.resumed and res.packs_reused > 0
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
+
+
+def test_an_open_cycle_of_another_tracker_is_not_resumed(project: Project, tmp_path: Path) -> None:
+    from godwit.engine.cycle import run_cycle
+    from godwit.trackers import ScanTracker
+
+    class OtherTestTracker(ScanTracker):  # test double: the scan under another name
+        name = "test-other"
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    res = run_cycle(project, "s", tracker=OtherTestTracker())
+    assert res.number == 3 and not res.resumed and res.bytes_changed > 0
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
+
+
+@pytest.mark.parametrize("bs_kib, resumed", [(64, True), (32, False)])
+def test_an_open_cycle_from_before_settings_were_kept(project: Project, tmp_path: Path, bs_kib: int,
+                                                      resumed: bool) -> None:
+    """A cycle opened by an older godwit has no settings row: its journal's shape decides."""
+    from godwit.project.project import open_project
+    from godwit.state import schema
+
+    img = _kill_a_delta_cycle(project, tmp_path)
+    with project.db.tx() as c:
+        assert c.execute(schema.meta.delete().where(schema.meta.c.key.like("cycle-settings/%"))).rowcount == 1
+    cfg = project.root / "godwit.toml"
+    cfg.write_text(cfg.read_text().replace("block_size_kib = 64", f"block_size_kib = {bs_kib}"))
+    p = open_project(project.root)
+    try:
+        res = replication.cycle(p, "s")
+        assert res.resumed is resumed and res.number == (2 if resumed else 3)
+        replay = Replayer(p, "s")
+        replay.catch_up()
+        assert bytes(replay.disks[0]) == img.read_bytes()
+    finally:
+        p.close()
+
+
+def test_a_cycle_names_its_clones_by_server_disk_and_cycle(tmp_path: Path) -> None:
+    """Issue 8.2 at the engine: two disks named alike get clones named per server uid, disk and cycle."""
+    import os
+
+    from godwit.engine.cycle import run_cycle
+    from godwit.sources.base import DiskSource
+    from godwit.sources.file import FileSource
+    from godwit.trackers import Region, ScanTracker, TrackedDisk
+    from tests.reflinkfs import reflink_filesystem
+
+    class CloneNamesTestTracker(ScanTracker):  # test double: the scan, noting each source's clone
+        name = "scan"
+
+        def __init__(self) -> None:
+            self.seen: list[str | None] = []
+
+        def regions(self, disk: TrackedDisk, source: DiskSource, base: int | None) -> Iterator[Region]:
+            self.seen.append(source.clone_name if isinstance(source, FileSource) else None)
+            return super().regions(disk, source, base)
+
+    with reflink_filesystem(tmp_path) as xfs:
+        p = init(xfs / "proj")
+        try:
+            paths = []
+            for name in ("a", "b"):
+                (xfs / name).mkdir()
+                paths.append(xfs / name / "disk.img")
+                paths[-1].write_bytes(os.urandom(1 << 20))
+            add_server(p, "s", [str(q) for q in paths])
+            tracker = CloneNamesTestTracker()
+            res = run_cycle(p, "s", tracker=tracker)
+            assert res.consistency == "crash"
+            uid = p.db.server("s").uid
+            assert tracker.seen == [f"{uid}-d0-c1.clone", f"{uid}-d1-c1.clone"]
+            replay = Replayer(p, "s")
+            replay.catch_up()
+            assert [bytes(replay.disks[i]) for i in (0, 1)] == [q.read_bytes() for q in paths]
+        finally:
+            p.close()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from godwit.errors import SourceError
+from godwit.sources import open_source
 from godwit.sources.base import DiskSource
 from godwit.sources.nbd import NbdSource
 
@@ -331,3 +332,32 @@ def test_path_with_comma_and_relative_name(raw: tuple[Path, bytes], monkeypatch:
         assert src.consistency == "crash", src.warnings
         assert _read_all(src) == raw[1]
     assert "godwit-" not in _snapshots(path)
+
+
+def test_snapshot_and_socket_are_named_by_the_temp_tag(raw: tuple[Path, bytes], tmp_path: Path) -> None:
+    """Issue 8.2: two images with one file name, opened at once with their tags, each read its own."""
+    images = []
+    for i, folder in enumerate(("a", "b")):
+        (tmp_path / folder).mkdir()
+        src_raw = tmp_path / folder / "disk.raw"
+        data = random.Random(i).randbytes(SIZE)
+        src_raw.write_bytes(data)
+        path = tmp_path / folder / "disk.qcow2"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(src_raw), str(path)],
+                       check=True, capture_output=True)
+        images.append((path, data))
+    sources = [open_source(p, "qcow2", snapshot_dir=tmp_path / "snaps", temp_tag=f"0123abcd-d{i}-c5")
+               for i, (p, _) in enumerate(images)]
+    try:
+        for i, (src, (path, data)) in enumerate(zip(sources, images, strict=True)):
+            assert isinstance(src, NbdSource)
+            assert src.consistency == "crash"
+            name = src.snapshot_name
+            assert name is not None and name.startswith(f"godwit-0123abcd-d{i}-c5-")
+            assert name in _snapshots(path)
+            assert _read_all(src) == data
+    finally:
+        for s in sources:
+            s.close()
+    for path, _ in images:
+        assert "godwit-" not in _snapshots(path)

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,19 +131,23 @@ def sas_expiry(token: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def build_credential(ref: CredentialRef, account: str) -> Any:
+def build_credential(ref: CredentialRef, account: str, *, transport: Callable[[], Any],
+                     retries: int = 3) -> Any:
     """The object the Azure SDK takes as ``credential=`` for ``account``.
 
     Returns a named key credential, a SAS string, or a DefaultAzureCredential. A connection string
     contributes only its key or SAS: the endpoint comes from ``account_url`` in godwit.toml, so
-    the configured network path cannot be overridden by a secret.
+    the configured network path cannot be overridden by a secret. ``transport`` makes the
+    transport of a credential that requests tokens itself (``azure.transport``, control plane):
+    left to itself, azure-identity would build one that reads proxies from the environment.
+    ``retries`` bounds that credential's retries of a token request, as for the account's own.
     """
     from azure.core.credentials import AzureNamedKeyCredential
 
     if ref.kind == "default":
         from azure.identity import DefaultAzureCredential
 
-        return DefaultAzureCredential()
+        return DefaultAzureCredential(transport=transport(), retry_total=retries)
     secret = read_secret(ref)
     if ref.kind == "account_key":
         return AzureNamedKeyCredential(account, secret)

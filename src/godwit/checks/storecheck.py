@@ -22,8 +22,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from godwit.azure.clients import service_client
+from godwit.azure.errors import map_error
+from godwit.azure.settings import CONNECTION_KEYS, AzureSettings, parse_options
+from godwit.azure.transport import Plane
 from godwit.errors import GodwitError
-from godwit.stores.azure import CONNECTION_KEYS, AzureSettings, map_error, parse_options, service_client
 
 if TYPE_CHECKING:
     from godwit.project.project import Project
@@ -52,7 +55,7 @@ def check_stores(project: Project) -> list[CheckResult]:
     if cfg.cache.kind == "local":
         results += check_local(project.cache_dir)
     else:
-        results += _check_azure_section("cache", cfg.cache.options, project.root, require_gpv2=True)
+        results += _check_azure_section("cache", cfg.cache.options, project.root, "data", require_gpv2=True)
     if cfg.gateway:
         gateway = dict(cfg.gateway)
         kind = gateway.pop("kind", "azure")
@@ -60,7 +63,7 @@ def check_stores(project: Project) -> list[CheckResult]:
             results.append(CheckResult("gateway: config", False, f"[gateway] kind {kind!r} is unknown",
                                        'use kind = "azure" (or leave kind out)'))
         else:
-            results += _check_azure_section("gateway", gateway, project.root, require_gpv2=False)
+            results += _check_azure_section("gateway", gateway, project.root, "control", require_gpv2=False)
     return results
 
 
@@ -90,7 +93,7 @@ def check_local(folder: Path) -> list[CheckResult]:
     return out
 
 
-def _check_azure_section(name: str, options: dict[str, Any], root: Path, *,
+def _check_azure_section(name: str, options: dict[str, Any], root: Path, plane: Plane, *,
                          require_gpv2: bool) -> list[CheckResult]:
     allowed = CONNECTION_KEYS if name == "gateway" else None
     try:
@@ -101,13 +104,13 @@ def _check_azure_section(name: str, options: dict[str, Any], root: Path, *,
     # A check should answer quickly: a wrong path would otherwise retry for a minute or more.
     quick = replace(settings, retries=min(settings.retries, 1), retry_backoff_seconds=min(
         settings.retry_backoff_seconds, 0.5), connect_timeout_seconds=min(settings.connect_timeout_seconds, 10))
-    return check_azure(name, quick, require_gpv2=require_gpv2)
+    return check_azure(name, quick, plane, require_gpv2=require_gpv2)
 
 
-def check_azure(name: str, settings: AzureSettings, *, require_gpv2: bool) -> list[CheckResult]:
-    """The checks of one account and container; see the module docstring."""
+def check_azure(name: str, settings: AzureSettings, plane: Plane, *, require_gpv2: bool) -> list[CheckResult]:
+    """The checks of one account and container (reached on ``plane``); see the module docstring."""
     try:
-        service = service_client(settings)
+        service = service_client(settings, plane)
     except GodwitError as exc:
         return [CheckResult(f"{name}: credential", False, exc.message, exc.hint or "")]
     try:

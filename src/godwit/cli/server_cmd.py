@@ -18,6 +18,10 @@ def add(
     name: Annotated[str, typer.Argument(help="Server name (letters, digits, '.', '_', '-').")],
     disk: Annotated[list[str], typer.Option("--disk", "-d", help="A disk: raw image, block device, qcow2, "
                                                                   "VMDK, VHD or VHDX file. Repeat in disk order.")],
+    disk_format: Annotated[list[str] | None, typer.Option(
+        "--disk-format", help="raw, qcow2, vmdk, vpc (VHD) or vhdx: once for every disk, or once per --disk "
+                              "in order. Without it the format is probed, and an image whose backing file "
+                              "lies outside its folder is refused.")] = None,
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -25,7 +29,7 @@ def add(
     from godwit.engine.inventory import add_server
 
     with project_from(project) as p:
-        server, disks = add_server(p, name, disk)
+        server, disks = add_server(p, name, disk, disk_format)
     if json_:
         print_json({"server": server.name, "disks": [{"index": d.idx, "spec": d.spec, "format": d.format,
                                                       "size": d.size} for d in disks]})

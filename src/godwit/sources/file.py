@@ -3,6 +3,10 @@
 Point in time: on filesystems that can clone a file (XFS, Btrfs: FICLONE) the cycle reads a
 reflink clone taken at its start, so it sees one instant (``crash`` consistency). Elsewhere it
 reads the live file (``none``) and warns when some process holds it open for writing.
+
+The clone is created as ``<snapshot_dir>/<temp tag>.clone`` (``O_EXCL | O_NOFOLLOW``) and its name
+is removed as soon as it is cloned: it lives only as long as our descriptor, so a killed godwit
+leaves no clone pinning old blocks, and no two opens can ever share one.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pathlib import Path
 
 from godwit.errors import SourceError
 from godwit.sources.base import DiskSource, Extent
+from godwit.sources.safe_open import create_private, open_readonly
+from godwit.sources.temp_names import temp_name
+
+__all__ = ["FileSource", "open_for_writing_elsewhere", "open_readonly"]
 
 FICLONE = 0x40049409
 SEEK_DATA = getattr(os, "SEEK_DATA", 3)
@@ -40,34 +48,21 @@ def open_for_writing_elsewhere(fd: int) -> bool | None:
     return False
 
 
-def open_readonly(path: Path) -> int:
-    """Open a disk for reading, or raise a SourceError that says what to do."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise SourceError(f"disk {path} does not exist",
-                          hint="check the path, or `godwit server remove` the server") from None
-    except PermissionError:
-        raise SourceError(f"disk {path} is not readable (permission denied)",
-                          hint="run godwit as a user that can read the disk") from None
-    except OSError as exc:
-        raise SourceError(f"disk {path} cannot be opened: {exc.strerror}") from None
-
-
 class FileSource(DiskSource):
-    def __init__(self, path: Path, *, snapshot_dir: Path | None = None) -> None:
+    def __init__(self, path: Path, *, snapshot_dir: Path | None = None, temp_tag: str | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.description = str(path)
-        self._clone: Path | None = None
-        fd = open_readonly(self.path)
-        st = os.fstat(fd)
-        self.is_block = stat.S_ISBLK(st.st_mode)
-        if not (self.is_block or stat.S_ISREG(st.st_mode)):
-            os.close(fd)
-            raise SourceError(f"disk {path} is neither a regular file nor a block device")
+        #: The name the clone was made under (removed at once; kept for diagnostics).
+        self.clone_name: str | None = None
+        fd = open_readonly(self.path)  # a regular file or block device, never a link or FIFO
+        self.is_block = stat.S_ISBLK(os.fstat(fd).st_mode)
         if snapshot_dir is not None and not self.is_block:
-            clone_fd = self._try_clone(fd, snapshot_dir)
+            try:
+                clone_fd = self._try_clone(fd, snapshot_dir, temp_name(temp_tag))
+            except BaseException:
+                os.close(fd)
+                raise
             if clone_fd is not None:
                 os.close(fd)
                 fd = clone_fd
@@ -81,11 +76,20 @@ class FileSource(DiskSource):
                 self.warnings.append(f"{path} is open for writing by another process and this filesystem "
                                      "cannot snapshot it: the cycle is not point-in-time (consistency none)")
 
-    def _try_clone(self, fd: int, snapshot_dir: Path) -> int | None:
+    def _try_clone(self, fd: int, snapshot_dir: Path, name: str) -> int | None:
+        """A reflink clone of ``fd``, open and already unlinked; None where cloning is not possible."""
         snapshot_dir.mkdir(parents=True, exist_ok=True)
-        clone = snapshot_dir / f"{self.path.name}.{os.getpid()}.clone"
+        clone = snapshot_dir / f"{name}.clone"
         try:
-            out = os.open(clone, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            out = create_private(clone)
+        except FileExistsError:
+            # Only a run of the same server, disk and cycle uses this name, and the cycle lock
+            # serialises those: this is a leftover of a killed run (or a planted link). Remove it.
+            try:
+                clone.unlink()
+                out = create_private(clone)
+            except OSError:
+                return None
         except OSError:
             return None
         try:
@@ -94,7 +98,8 @@ class FileSource(DiskSource):
             os.close(out)
             clone.unlink(missing_ok=True)
             return None
-        self._clone = clone
+        clone.unlink(missing_ok=True)  # the descriptor keeps the clone; a killed godwit leaves none
+        self.clone_name = clone.name
         return out
 
     def read_into(self, offset: int, buf: memoryview) -> None:
@@ -136,6 +141,3 @@ class FileSource(DiskSource):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._clone is not None:
-            self._clone.unlink(missing_ok=True)
-            self._clone = None

@@ -1,0 +1,115 @@
+"""Pack building and upload: chunk results go into packs in order; packs are put and journaled.
+
+Packs are built in place in page-aligned buffers from a small pool (no join, direct I/O
+possible); the pool bounds the packs in memory, waiting or in flight, to concurrency + 2. Each
+pack is put by the upload pool, then journaled, and its buffer comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import queue
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from godwit.engine.cycle.work import CHUNK, DIGEST, ChunkResult, DiskWork
+from godwit.format import journal, manifest
+from godwit.format.keys import pack_key
+from godwit.format.pack import ENTRY, TRAILER, PackBuilder
+from godwit.state import cycles
+from godwit.state.db import Cycle, StateDB
+from godwit.stores.base import ObjectStore
+
+log = logging.getLogger("godwit.cycle")
+
+
+class Packer:
+    def __init__(self, *, store: ObjectStore, db: StateDB, server_uid: str, server_name: str, cyc: Cycle,
+                 works: list[DiskWork], bs: int, pack_size: int, upool: ThreadPoolExecutor, concurrency: int) -> None:
+        self.store, self.db = store, db
+        self.server_uid, self.server_name = server_uid, server_name
+        self.cyc = cyc
+        self.bs = bs
+        self.target = pack_size
+        self.upool = upool
+        self.by_idx = {w.disk.idx: w for w in works}
+        index_room = ((self.target + CHUNK) // bs + 2) * ENTRY.size + TRAILER.size
+        cap = -(-(self.target + CHUNK + index_room + 4096) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.pack_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        for _ in range(concurrency + 2):
+            self.pack_bufs.put(mmap.mmap(-1, cap))
+        self.uploads: list[Future[None]] = []
+        self.builder: PackBuilder | None = None
+        self.builder_buf: mmap.mmap | None = None
+        self.pending: list[journal.JournalEntry] = []
+        self._lock = threading.Lock()
+        self.t_upload = 0.0
+        self.packs_uploaded = 0
+
+    def take(self, r: ChunkResult) -> None:
+        """Fold one chunk's extents into the current pack (in order); the read buffer goes back."""
+        w = r.work
+        for off, length, blob, codec, checksum in r.data:
+            builder = self.builder
+            if builder is not None and len(builder) and (builder.size + len(blob) > self.target
+                                                         or not builder.fits(len(blob))):
+                self.flush()
+                builder = None
+            if builder is None:
+                self.builder_buf = self.pack_bufs.get()  # waits while every buffer is in flight
+                builder = self.builder = PackBuilder(self.builder_buf)
+            b0 = (off - r.offset) // self.bs
+            nb = -(-length // self.bs)
+            entry = builder.add(w.disk.idx, off, length, blob, codec, checksum)
+            self.pending.append(journal.JournalEntry(entry, r.digests[b0 * DIGEST:(b0 + nb) * DIGEST]))
+            w.bytes_changed += length
+            w.bytes_sent += len(blob)
+
+    def flush(self) -> None:
+        builder, buf = self.builder, self.builder_buf
+        self.builder = self.builder_buf = None
+        if builder is None or buf is None:
+            return
+        if not len(builder):
+            self.pack_bufs.put(buf)
+            return
+        for up in [u for u in self.uploads if u.done()]:
+            up.result()  # surface an upload error as early as possible
+        pack_id = secrets.token_hex(16)
+        data, entries = builder.finish(), self.pending
+        self.uploads.append(self.upool.submit(self._upload, pack_id, data, entries, buf))
+        for je in entries:
+            e = je.entry
+            self.by_idx[e.disk].extents.append(
+                manifest.Extent(e.offset, e.length, pack_id, e.pos, e.stored, e.codec, e.checksum))
+        self.pending = []
+
+    def finish(self) -> None:
+        """Send the last pack and wait for every upload; the first error is raised."""
+        self.flush()
+        for fu in self.uploads:
+            fu.result()
+
+    def cancel(self) -> None:
+        for fu in self.uploads:
+            fu.cancel()
+
+    def _upload(self, pack_id: str, data: bytes | memoryview, entries: list[journal.JournalEntry],
+                buf: mmap.mmap) -> None:
+        try:
+            t0 = time.perf_counter()
+            log.debug("%s cycle %d: put pack %s (%d bytes, %d extents)", self.server_name, self.cyc.number,
+                      pack_id, len(data), len(entries))
+            # Pack ids are random and nobody else writes them: a plain put, so that a retry of a put
+            # whose first attempt did land (a timeout after the server stored it) cannot fail.
+            self.store.put(pack_key(self.server_uid, pack_id), data)
+            with self._lock:
+                self.t_upload += time.perf_counter() - t0
+                self.packs_uploaded += 1
+            cycles.add_journal(self.db, self.cyc.id, pack_id, len(data), journal.encode(entries))
+        finally:
+            del data
+            self.pack_bufs.put(buf)
