@@ -65,11 +65,6 @@ def migrate(
             raise UsageError(f"unexpected argument {target!r}", hint="godwit migrate NAME [--test] --out DIR")
         if out_dir is None:
             raise UsageError("--out DIR is required")
-        if fmt != "pageblob":  # with pageblob --out names a container
-            from godwit.migrate.export import refuse_out_dir
-
-            refuse_out_dir(out_dir, [d.spec for d in p.db.disks(p.db.server(name).id)],
-                           reserved=[p.state_dir, p.cache_dir, p.replicas_dir])
         if test:
             res = migration.test_migration(p, name, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir)
         else:

@@ -4,7 +4,7 @@ A replica belongs to one server and one disk by uid, never by name: a server rem
 again under the same name, or a state database restored from an older copy, must not pick up
 recovery points and undo journals that describe other content (issue 8.1). Local replicas live in
 ``replicas/<name>-<server uid>/disk<idx>-<disk uid>.*`` and record both uids in their points file;
-every kind is checked against the recovery points the state database holds before it is used.
+page blobs are named the same way (:func:`replica_name`); every kind is checked against the recovery points the state database holds before it is used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 
 def replica_name(server: Server, disk: Disk) -> str:
-    return f"{server.name}-disk{disk.idx}"
+    """A page blob's name: readable, and unique to this server's and disk's uids, so a server added
+    again under an old name gets a new blob instead of the old one's snapshots."""
+    return f"{server.name}-{server.uid[:12]}-disk{disk.idx}-{disk.uid[:12]}"
 
 
 def local_replica_folder(replicas: ReplicaConfig, root: Path, server: Server) -> Path:
