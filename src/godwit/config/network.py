@@ -138,6 +138,7 @@ def _ip_entry(text: str) -> BypassEntry | None:
     """``text`` as an IP address or CIDR range (with an optional port), or None if it is not one."""
     try:
         host, port = _split_port(text)
+        host = host.rstrip(".") if "/" not in host else host  # "10.1.0.5." is that address too
         if "/" in host:
             return BypassEntry(text, "cidr", port=port, network=ipaddress.ip_network(host, strict=True))
         return BypassEntry(text, "ip", port=port, network=ipaddress.ip_network(host))
