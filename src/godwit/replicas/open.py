@@ -4,7 +4,8 @@ A replica belongs to one server and one disk by uid, never by name: a server rem
 again under the same name, or a state database restored from an older copy, must not pick up
 recovery points and undo journals that describe other content (issue 8.1). Local replicas live in
 ``replicas/<name>-<server uid>/disk<idx>-<disk uid>.*`` and record both uids in their points file;
-page blobs are named the same way (:func:`replica_name`); every kind is checked against the recovery points the state database holds before it is used.
+page blobs are named by both uids too (:func:`replica_name`); every kind is checked against the
+recovery points the state database holds before it is used.
 """
 
 from __future__ import annotations
