@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from godwit.config.model import Config
 from godwit.config import model as configmod
+from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
 from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.network.route import Router, router_for
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
 from godwit.state import StateDB
@@ -40,6 +41,7 @@ class Project:
     max_mbps_override: float | None = None
     bucket: TokenBucket | None = None
     _store_id: str | None = field(default=None, repr=False)
+    _router: Router | None = field(default=None, repr=False)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -63,14 +65,24 @@ class Project:
     def cache_dir(self) -> Path:
         return (self.root / self.config.cache.path).resolve()
 
-    # -- the cache store ---------------------------------------------------------------------
+    # -- the network plane and the cache store --------------------------------------------------
+
+    @property
+    def router(self) -> Router | None:
+        """The routing decision for every Azure request (``[network]``); None without that table."""
+        if self._router is None:
+            url = self.config.cache.options.get("account_url") if self.config.cache.kind == "azure" else None
+            self._router = router_for(self.config.network, url if isinstance(url, str) else None,
+                                      on_change=lambda change: self.db.event(
+                                          "error" if change.problems else "warning", change.describe()))
+        return self._router
 
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
             from godwit.stores.open import open_store
 
-            raw = open_store(self.config.cache, self.root)
+            raw = open_store(self.config.cache, self.root, self.router)
             schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
                                                self.config.replication.throttle.schedule)
 
