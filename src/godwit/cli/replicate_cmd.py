@@ -143,6 +143,13 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
                 str(s["latest_recovery_point"] or "-") if first else "")
     out.print(table)
     for s in rows:
+        net = s.get("network") or {}
+        if net.get("path") or net.get("last_check"):
+            verdict = "passed" if net.get("last_check_ok") else "FAILED"
+            checked = (f"{human_age(time.time() - net['last_check'])} ago ({verdict})"
+                       if net.get("last_check") else "never")
+            out.print(f"{s['server']} network: {net.get('path') or '-'}, {human_bytes(net.get('bytes_sent') or 0)} "
+                      f"sent in cycle {net.get('cycle') or '-'}; last network check: {checked}", markup=False)
         if s["error"]:
             err.print(f"[red]{s['server']}:[/] {s['error']}")
         if s["cycles"]:

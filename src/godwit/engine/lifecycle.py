@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from godwit.engine import gateway_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
@@ -51,6 +52,7 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
         for d in project.db.disks(server.id):
             if d.state != "ok":
                 project.db.set_disk(d.id, state="ok", error=None)
+    gateway_state.after_cycle(project, result)  # issue 9.4/9.8: the cycle's path; state to [gateway]
     return result
 
 
@@ -169,6 +171,7 @@ def status(project: Project, name: str | None = None) -> list[dict[str, Any]]:
             "bytes_stored": stored,
             "throughput_bps": (last.bytes_read / last.t_wall) if last and last.t_wall else None,
             "latest_recovery_point": rps[-1].number if rps else None,
+            "network": gateway_state.network_status(project, last.id if last else None),
             "disks": disks,
             "cycles": [
                 {**{k: v for k, v in asdict(c).items() if k not in ("id", "server_id", "manifest_key")},
