@@ -11,7 +11,8 @@ apply to the configured data plane is left out. Findings never raise: each is a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -78,6 +79,7 @@ def run_network_check(project: Project, *, router: Router | None = None,
                       ip_argv: Sequence[str] = ("ip",), timeout: float = 5.0) -> NetworkReport:
     """Every check for ``project`` (``router``: the project's own unless given; tests pass one)."""
     network = project.config.network
+    skipped = frozenset(skip)
     report = NetworkReport(network.data_plane)
     checks = report.checks
     if not network.configured:
@@ -105,22 +107,32 @@ def run_network_check(project: Project, *, router: Router | None = None,
             checks.append(warned("cache.account", "the cache is a local folder: there is no data plane to check",
                                  'configure [cache] kind = "azure" for replication to Azure'))
     else:
-        checks += _cache_checks(router, cache, gateway, auth, ip_argv, timeout)
+        checks += _cache_checks(router, cache, gateway, auth, ip_argv, timeout, skipped)
     if gateway is not None:
-        checks += _gateway_checks(router, cache, gateway, auth, timeout)
+        checks += _gateway_checks(router, cache, gateway, auth, timeout, skipped)
     for endpoint in control_endpoints:
         host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "443")
         route = _route(router, f"https://{host}:{port}/")
         if isinstance(route, Check):
             checks.append(route)
             continue
-        checks += reach(f"control.{host}", route, ca_file=None, timeout=timeout, proxy_auth=auth,
-                        what="control-plane endpoint")
+        prefix = f"control.{host}"
+        checks += _unless_skipped(skipped, (f"{prefix}.tcp", f"{prefix}.tls"), functools.partial(
+            reach, prefix, route, ca_file=None, timeout=timeout, proxy_auth=auth, what="control-plane endpoint"))
     checks.append(bypass.internet_only(router))
-    skipped = set(skip)
-    report.checks = [c if c.id not in skipped else warned(c.id, "skipped (--skip)", "run it without --skip")
-                     for c in checks]
+    report.checks = [c if c.id not in skipped else _skipped(c.id) for c in checks]
     return report
+
+
+def _skipped(id_: str) -> Check:
+    return warned(id_, "skipped (--skip)", "run it without --skip")
+
+
+def _unless_skipped(skip: frozenset[str], ids: Sequence[str], run: Callable[[], list[Check]]) -> list[Check]:
+    """``run()`` unless every one of ``ids`` is skipped: then it is not run at all (no traffic)."""
+    if ids and all(i in skip for i in ids):
+        return [_skipped(i) for i in ids]
+    return run()
 
 
 def _route(router: Router, url: str) -> Route | Check:
@@ -131,9 +143,12 @@ def _route(router: Router, url: str) -> Route | Check:
 
 
 def _cache_checks(router: Router, cache: Account, gateway: Account | None, auth: str | None,
-                  ip_argv: Sequence[str], timeout: float) -> list[Check]:
+                  ip_argv: Sequence[str], timeout: float, skip: frozenset[str]) -> list[Check]:
     network = router.network
-    out, resolution = dns_checks(router, cache.host)
+    if "dns.cache" in skip:
+        out, resolution = [_skipped("dns.cache")], None
+    else:
+        out, resolution = dns_checks(router, cache.host)
     out.append(bypass.cache_bypass(router, cache.host, cache.port))
     out.append(bypass.gateway_bypass(router, cache.host, gateway.host if gateway else None))
     out.append(bypass.privatelink_entries(router, cache.host))
@@ -144,16 +159,17 @@ def _cache_checks(router: Router, cache: Account, gateway: Account | None, auth:
         if isinstance(route, Check):
             out.append(route)
         else:
-            out += reach("cache", route, ca_file=cache.ca_file, timeout=timeout, proxy_auth=auth,
-                         what="cache account")
+            out += _unless_skipped(skip, ("cache.tcp", "cache.tls"), lambda: reach(
+                "cache", route, ca_file=cache.ca_file, timeout=timeout, proxy_auth=auth, what="cache account"))
     if network.data_plane == "microsoft-peering":
-        out.append(expressroute_route(network, resolution.addresses if resolution else (), ip_argv))
+        out += _unless_skipped(skip, ("route.expressroute",), lambda: [
+            expressroute_route(network, resolution.addresses if resolution else (), ip_argv)])
         out.append(communities(network))
     return out
 
 
 def _gateway_checks(router: Router, cache: Account | None, gateway: Account, auth: str | None,
-                    timeout: float) -> list[Check]:
+                    timeout: float, skip: frozenset[str]) -> list[Check]:
     if cache is not None and gateway.host == cache.host:
         return [failed("gateway.route", f"[gateway] names the cache account's host {gateway.host}: its state would "
                        "take the data path", "give [gateway] the gateway account's own URL (gwsa…)")]
@@ -162,8 +178,8 @@ def _gateway_checks(router: Router, cache: Account | None, gateway: Account, aut
         return [failed("gateway.route", f"the gateway account is routed as {route.describe()}",
                        "the gateway account must stay on the internet path: check [network] and [cache]")]
     out = [passed("gateway.route", route.describe())]
-    return out + reach("gateway", route, ca_file=gateway.ca_file, timeout=timeout, proxy_auth=auth,
-                       what="gateway account")
+    return out + _unless_skipped(skip, ("gateway.tcp", "gateway.tls"), lambda: reach(
+        "gateway", route, ca_file=gateway.ca_file, timeout=timeout, proxy_auth=auth, what="gateway account"))
 
 
 def record(project: Project, report: NetworkReport) -> None:
