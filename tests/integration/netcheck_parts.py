@@ -80,12 +80,12 @@ def proxy(tmp_path: Path) -> Iterator[Tinyproxy]:
 
 def make_project(root: Path, cache: Azurite, network: str, *, gateway: Azurite | None = None,
                  gateway_url: str | None = None, container: str = "netcheck",
-                 gateway_container: str = "state") -> Project:
+                 gateway_container: str = "state", cache_url: str | None = None) -> Project:
     init(root).close()
     text = f"""
 [cache]
 kind = "azure"
-account_url = "https://{FQDN}:{cache.port}"
+account_url = "{cache_url or f'https://{FQDN}:{cache.port}'}"
 container = "{container}"
 credential = {{ kind = "account_key", env = "{cache.key_env}" }}
 ca_file = "{cache.ca_file}"
