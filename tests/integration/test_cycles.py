@@ -16,6 +16,8 @@ from godwit.errors import ConflictError, CorruptObjectError, SourceError
 from godwit.project.project import Project, init
 from tests.helpers import Replayer, convert, make_raw, read_view, scribble, write_at
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 SIZE = (16 << 20) + 3 * 4096  # not a multiple of the 64 KiB block
 
 
@@ -216,8 +218,8 @@ def test_stage_timers_are_kept_and_name_the_bottleneck(project: Project, tmp_pat
     assert res is not None
     assert res.t_read > 0 and res.t_cpu > 0 and res.t_upload > 0 and res.t_wall >= res.t_read / 2
     assert res.t_throttle == 0 and res.bottleneck in ("source", "cpu", "store")
-    [row] = replication.status(project, "s")[0]["cycles"]
-    assert (row["t_read"], row["t_cpu"], row["t_upload"], row["bottleneck"]) == (
+    [row] = replication.status(project, "s")[0].cycles
+    assert (row.t_read, row.t_cpu, row.t_upload, row.bottleneck) == (
         res.t_read, res.t_cpu, res.t_upload, res.bottleneck)
 
 
@@ -338,7 +340,7 @@ def test_settings_changed_while_a_cycle_is_open(project: Project, tmp_path: Path
         sid = p.db.server("s").id
         assert [(c.number, c.state) for c in p.db.cycles(sid)] == [(1, "committed"), (2, "discarded"),
                                                                     (3, "committed")]
-        assert any("cycle 2 was interrupted" in e["message"] and "discarded" in e["message"]
+        assert any("cycle 2 was interrupted" in e.message and "discarded" in e.message
                    for e in p.db.events("s"))
         from godwit.engine.reader import load_manifest
 

@@ -14,7 +14,7 @@ import pytest
 
 from godwit.demo.walkthrough import _change_files, _compare, _fsck, _make_sample, _view
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases, pytest.mark.usefixtures("database_env")]
 
 
 def godwit(root: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

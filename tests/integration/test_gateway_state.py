@@ -61,10 +61,10 @@ def test_every_cycle_writes_the_status_to_the_gateway_through_the_proxy_and_reco
         write_at(disk, 1 << 20, b"changed" * 1000)
         second = replication.cycle(p, "web01")
         assert gateway_doc(azurite, state_c, "web01")["status"]["last_cycle"] == second.number == 2
-        net = replication.status(p, "web01")[0]["network"]
-        assert net["path"] == "private endpoint, direct to 127.0.0.1" and net["proxied"] is False
-        assert net["data_plane"] == "private-endpoint" and net["cycle"] == 2 and net["bytes_sent"] == second.bytes_sent
-        assert net["last_check"] is None
+        net = replication.status(p, "web01")[0].network
+        assert net.path == "private endpoint, direct to 127.0.0.1" and net.proxied is False
+        assert net.data_plane == "private-endpoint" and net.cycle == 2 and net.bytes_sent == second.bytes_sent
+        assert net.last_check is None
     finally:
         p.close()
     # The state went through the proxy; the replication data did not.
@@ -91,8 +91,7 @@ def test_the_proxy_down_stops_the_state_not_the_replication(
         res = replication.start(p, "db01")
         assert res is not None and res.bytes_sent > 0  # the data plane needs no proxy
         assert p.db.cycle(p.db.server("db01").id, 1).state == "committed"
-        errors = [str(e["message"] if isinstance(e, dict) else e.message) for e in p.db.events("db01")
-                  if (e["level"] if isinstance(e, dict) else e.level) == "error"]
+        errors = [e.message for e in p.db.events("db01") if e.level == "error"]
         assert any("not written to the gateway account" in m and dead in m for m in errors), errors
     finally:
         p.close()
@@ -107,7 +106,7 @@ def test_a_gateway_that_names_the_cache_account_is_refused(
     try:
         add_server(p, "app01", [str(make_raw(tmp_path / "app01.raw", 1 << 20, seed=5))])
         replication.start(p, "app01")
-        errors = [str(e["message"] if isinstance(e, dict) else e.message) for e in p.db.events("app01")]
+        errors = [e.message for e in p.db.events("app01")]
         assert any("names the cache account's host" in m for m in errors), errors
     finally:
         p.close()
@@ -123,8 +122,7 @@ def test_without_a_gateway_nothing_is_written_and_the_path_is_still_recorded(
     try:
         add_server(p, "web02", [str(make_raw(tmp_path / "web02.raw", 1 << 20, seed=6))])
         replication.start(p, "web02")
-        assert replication.status(p, "web02")[0]["network"]["path"] == "private endpoint, direct to 127.0.0.1"
-        assert not [e for e in p.db.events("web02")
-                    if (e["level"] if isinstance(e, dict) else e.level) in ("error", "warning")]
+        assert replication.status(p, "web02")[0].network.path == "private endpoint, direct to 127.0.0.1"
+        assert not [e for e in p.db.events("web02") if e.level in ("error", "warning")]
     finally:
         p.close()

@@ -14,6 +14,8 @@ from godwit.migrate import migration
 from godwit.project.project import Project
 from tests.helpers import make_raw, scribble
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 SIZE = (12 << 20) + 5 * 4096
 
 

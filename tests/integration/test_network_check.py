@@ -25,7 +25,7 @@ from godwit.cli.main import app
 from godwit.network.resolve import Resolver
 from godwit.network.route import Router
 from godwit.project.project import open_project
-from godwit.state import network as netstate
+from godwit.state.network import NetworkRecords
 from tests.azurite import Azurite
 from tests.integration import netcheck_parts as parts
 from tests.integration.netcheck_parts import (
@@ -89,8 +89,8 @@ def test_a_public_answer_fails_with_what_resolved_to_what_and_the_fix_and_the_cl
     assert by_id["dns.privatelink"]["status"] == "pass"  # the chain is right; the A record is not
     assert by_id["cache.tcp"]["status"] == "fail" and "not tried" in by_id["cache.tcp"]["message"]
     # The run is recorded for `replicate status`.
-    with closing(open_project(root)) as p:
-        last = netstate.last_check(p.db)
+    with closing(open_project(root)) as p, p.db.unit() as u:
+        last = NetworkRecords(u.connection).last_check()
     assert last is not None and last["ok"] is False and "dns.private" in last["failed"]
 
 
@@ -268,8 +268,9 @@ def test_record_keeps_the_last_run(cache_azurite: Azurite, dns: Dnsmasq, tmp_pat
     try:
         report = run_network_check(p, router=loopback_router(p), control_endpoints=(), timeout=2)
         record(p, report)
-        last = netstate.last_check(p.db)
+        with p.db.unit() as u:
+            last = NetworkRecords(u.connection).last_check()
         assert last is not None and last["ok"] is report.ok and last["data_plane"] == "private-endpoint"
-        assert any("network check" in str(e["message"] if isinstance(e, dict) else e.message) for e in p.db.events())
+        assert any("network check" in e.message for e in p.db.events())
     finally:
         p.close()

@@ -21,6 +21,8 @@ from godwit.project.project import Project
 from godwit.replicas.local import LocalReplica
 from tests.helpers import make_raw, scribble, write_at
 
+pytestmark = pytest.mark.both_databases  # SQLite and PostgreSQL (tests/conftest.py)
+
 SIZE = (4 << 20) + 5 * 4096
 
 

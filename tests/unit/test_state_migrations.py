@@ -28,7 +28,7 @@ def test_reopening_is_a_no_op_and_keeps_rows(tmp_path: Path) -> None:
     db.event("info", "kept")
     db.close()
     db = StateDB(url)
-    assert [e["message"] for e in db.events()] == ["kept"]
+    assert [e.message for e in db.events()] == ["kept"]
     db.close()
 
 

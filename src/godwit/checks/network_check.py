@@ -184,11 +184,12 @@ def _gateway_checks(router: Router, cache: Account | None, gateway: Account, aut
 
 def record(project: Project, report: NetworkReport) -> None:
     """Remember this run (time, verdict) for ``replicate status``; an event says what failed."""
-    from godwit.state import network as netstate
+    from godwit.state.network import NetworkRecords
 
     failed_ids = [c.id for c in report.checks if c.status == "fail"]
-    netstate.record_check(project.db, ok=report.ok, data_plane=report.data_plane, failed=failed_ids)
-    if failed_ids:
-        project.db.event("warning", f"network check failed: {', '.join(failed_ids)}")
-    else:
-        project.db.event("info", f"network check passed ({report.data_plane})")
+    with project.db.unit() as u:
+        NetworkRecords(u.connection).record_check(ok=report.ok, data_plane=report.data_plane, failed=failed_ids)
+        if failed_ids:
+            u.events.add("warning", f"network check failed: {', '.join(failed_ids)}")
+        else:
+            u.events.add("info", f"network check passed ({report.data_plane})")

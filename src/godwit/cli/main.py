@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,7 +50,13 @@ def _optional_subapps() -> None:
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens, per server and disk.")] = False,
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", envvar="GODWIT_DATABASE_URL", show_default=False,
+        help="State database (postgresql+psycopg://USER@HOST/DB or sqlite:///PATH); "
+             "overrides the url of the state table in godwit.toml.")] = None,
 ) -> None:
+    if database_url:  # open_project reads it from the environment, for this process and its children
+        os.environ["GODWIT_DATABASE_URL"] = database_url
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -95,12 +102,12 @@ def events(
     with project_from(project) as p:
         rows = p.db.events(server, limit)
     if json_:
-        print_json(rows)
+        print_json([r.model_dump(mode="json") for r in rows])
         return
     table = Table("time", "level", "server", "cycle", "message")
     for r in rows:
-        table.add_row(datetime.fromtimestamp(r["ts"]).strftime("%Y-%m-%d %H:%M:%S"), r["level"],
-                      r["server"] or "", str(r["cycle"] or ""), r["message"])
+        table.add_row(datetime.fromtimestamp(r.ts).strftime("%Y-%m-%d %H:%M:%S"), r.level,
+                      r.server or "", str(r.cycle or ""), r.message)
     out.print(table)
 
 

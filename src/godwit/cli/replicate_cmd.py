@@ -122,7 +122,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
     with project_from(project) as p:
         rows = replication.status(p, name)
     if json_:
-        print_json(rows)
+        print_json([r.model_dump(mode="json") for r in rows])
         return
     if not rows:
         out.print("no servers yet")
@@ -130,34 +130,33 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
     table = Table("server", "disk", "state", "last cycle", "RPO", "read", "sent", "stored", "MB/s",
                   "bottleneck", "recovery point")
     for s in rows:
-        last = s["cycles"][-1] if s["cycles"] else None
-        for d in s["disks"]:
-            first = d["index"] == 0
-            tp = d["throughput_bps"]
+        last = s.cycles[-1] if s.cycles else None
+        for d in s.disks:
+            first = d.index == 0
+            tp = d.throughput_bps
             table.add_row(
-                s["server"] if first else "", str(d["index"]), d["state"],
-                str(s["last_cycle"] or "-") + (f" (open: {s['open_cycle']})" if s["open_cycle"] else ""),
-                human_age(s["rpo_seconds"]), human_bytes(d["bytes_read"]), human_bytes(d["bytes_sent"]),
-                human_bytes(d["bytes_stored"]), f"{tp / 1e6:.0f}" if tp else "",
-                (last["bottleneck"] if last else "-") if first else "",
-                str(s["latest_recovery_point"] or "-") if first else "")
+                s.server if first else "", str(d.index), d.state,
+                str(s.last_cycle or "-") + (f" (open: {s.open_cycle})" if s.open_cycle else ""),
+                human_age(s.rpo_seconds), human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
+                human_bytes(d.bytes_stored), f"{tp / 1e6:.0f}" if tp else "",
+                (last.bottleneck if last else "-") if first else "",
+                str(s.latest_recovery_point or "-") if first else "")
     out.print(table)
     for s in rows:
-        net = s.get("network") or {}
-        if net.get("path") or net.get("last_check"):
-            verdict = "passed" if net.get("last_check_ok") else "FAILED"
-            checked = (f"{human_age(time.time() - net['last_check'])} ago ({verdict})"
-                       if net.get("last_check") else "never")
-            out.print(f"{s['server']} network: {net.get('path') or '-'}, {human_bytes(net.get('bytes_sent') or 0)} "
-                      f"sent in cycle {net.get('cycle') or '-'}; last network check: {checked}", markup=False)
-        if s["error"]:
-            err.print(f"[red]{s['server']}:[/] {s['error']}")
-        if s["cycles"]:
-            c = s["cycles"][-1]
-            out.print(f"{s['server']} cycle {c['number']}: read {c['t_read']:.2f}s, hash+compress "
-                      f"{c['t_cpu']:.2f}s, upload {c['t_upload']:.2f}s, throttled {c['t_throttle']:.2f}s, "
-                      f"wall {c['t_wall']:.2f}s, committed {human_age(time.time() - c['committed'])} ago"
-                      if c["committed"] else f"{s['server']} cycle {c['number']}: {c['state']}")
+        net = s.network
+        if net.path or net.last_check:
+            verdict = "passed" if net.last_check_ok else "FAILED"
+            checked = f"{human_age(time.time() - net.last_check)} ago ({verdict})" if net.last_check else "never"
+            out.print(f"{s.server} network: {net.path or '-'}, {human_bytes(net.bytes_sent or 0)} sent in cycle "
+                      f"{net.cycle or '-'}; last network check: {checked}", markup=False)
+        if s.error:
+            err.print(f"[red]{s.server}:[/] {s.error}")
+        if s.cycles:
+            c = s.cycles[-1]
+            out.print(f"{s.server} cycle {c.number}: read {c.t_read:.2f}s, hash+compress "
+                      f"{c.t_cpu:.2f}s, upload {c.t_upload:.2f}s, throttled {c.t_throttle:.2f}s, "
+                      f"wall {c.t_wall:.2f}s, committed {human_age(time.time() - c.committed)} ago"
+                      if c.committed else f"{s.server} cycle {c.number}: {c.state}")
 
 
 @app.command()

@@ -159,10 +159,10 @@ def run_demo(path: Path, *, cycles: int = 4, progress: ProgressFactory = no_prog
     st = replication.status(p, "web01")[0]
     stat = Table("disk", "format", "size", "last cycle", "RPO", "read", "sent", "MB/s", "bottleneck",
                  title="godwit replicate status web01")
-    for d in st["disks"]:
-        stat.add_row(str(d["index"]), d["format"], f"{d['size'] >> 20} MiB", str(d["last_cycle"]),
-                     f"{st['rpo_seconds']:.0f}s", f"{d['bytes_read'] >> 20} MiB", f"{d['bytes_sent'] / 1e6:.2f} MB",
-                     f"{(d['throughput_bps'] or 0) / 1e6:.0f}", st["cycles"][-1]["bottleneck"])
+    for ds in st.disks:
+        stat.add_row(str(ds.index), ds.format, f"{ds.size >> 20} MiB", str(ds.last_cycle),
+                     f"{st.rpo_seconds or 0:.0f}s", f"{ds.bytes_read >> 20} MiB", f"{ds.bytes_sent / 1e6:.2f} MB",
+                     f"{(ds.throughput_bps or 0) / 1e6:.0f}", st.cycles[-1].bottleneck)
     console.print(stat)
     points = [rp["number"] for rp in migration.recovery_points(p, "web01")]
     older, latest = points[0], points[-1]

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from godwit.errors import GodwitError, NetworkPolicyError
-from godwit.state import network as netstate
+from godwit.state.network import NetworkRecords
 
 if TYPE_CHECKING:
     from godwit.azure.settings import AzureSettings
@@ -66,7 +66,8 @@ def record_path(project: Project, result: CycleResult) -> dict[str, Any]:
     server = project.db.server(result.server)
     cyc = project.db.cycle(server.id, result.number)
     path = {**current_path(project), "cycle": result.number, "bytes_sent": result.bytes_sent, "at": time.time()}
-    netstate.record_cycle_path(project.db, cyc.id, path)
+    with project.db.unit() as u:
+        NetworkRecords(u.connection).record_cycle_path(cyc.id, path)
     return path
 
 
@@ -106,7 +107,8 @@ def publish(project: Project, name: str) -> str | None:
     settings = gateway_settings(project)
     if settings is None:
         return None
-    doc = {"format": FORMAT, "server": name, "written": time.time(), "status": status(project, name)[0]}
+    state = status(project, name)[0].model_dump(mode="json")  # what `replicate status --json` says
+    doc = {"format": FORMAT, "server": name, "written": time.time(), "status": state}
     body = json.dumps(doc, default=str, sort_keys=True).encode()
     key = state_key(name)
     service = service_client(settings, "control", pool=1)
@@ -140,13 +142,3 @@ def after_cycle(project: Project, result: CycleResult) -> None:
         log.error("%s", msg)
         project.db.event("error", msg + (f" (hint: {exc.hint})" if exc.hint else ""), server=name,
                          cycle=result.number)
-
-
-def network_status(project: Project, cycle_id: int | None) -> dict[str, Any]:
-    """For ``replicate status``: the last committed cycle's path and the last network check."""
-    path = netstate.cycle_path(project.db, cycle_id) if cycle_id is not None else None
-    check = netstate.last_check(project.db)
-    return {"path": path.get("path") if path else None, "data_plane": path.get("data_plane") if path else None,
-            "proxied": path.get("proxied") if path else None, "bytes_sent": path.get("bytes_sent") if path else None,
-            "cycle": path.get("cycle") if path else None,
-            "last_check": check.get("at") if check else None, "last_check_ok": check.get("ok") if check else None}

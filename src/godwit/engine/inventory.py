@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import secrets
-import time
+from contextlib import ExitStack
 from pathlib import Path
-
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from godwit.errors import ConflictError, SourceError, UsageError
 from godwit.project.project import NAME_RE, Project
 from godwit.sources import open_source, record_format
-from godwit.state import schema as t
 from godwit.state.db import Disk, Server
+from godwit.state.locks import server_lock
+from godwit.state.servers import NewDisk
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +45,13 @@ def add_server(project: Project, name: str, specs: list[str],
         if size == 0:
             raise SourceError(f"disk {spec} is empty (0 bytes)")
         probed.append((str(path), fmt, size))
-    try:
-        with project.db.tx() as c:
-            if c.execute(select(t.servers.c.id).where(t.servers.c.name == name)).first():
-                raise ConflictError(f"a server named {name!r} already exists",
-                                    hint="pick another name, or `godwit server remove` the old one")
-            sid = c.execute(t.servers.insert().values(
-                uid=secrets.token_hex(8), name=name, state="added", created=time.time())).inserted_primary_key[0]  # type: ignore[index]
-            for idx, (spec, fmt, size) in enumerate(probed):
-                c.execute(t.disks.insert().values(server_id=sid, idx=idx, uid=secrets.token_hex(8), spec=spec,
-                                                  format=fmt, size=size, state="ok"))
-    except IntegrityError:
-        raise ConflictError(f"a server named {name!r} already exists") from None
-    server = project.db.server(name)
-    project.db.event("info", f"server added with {len(probed)} disk(s)", server=name)
-    for note in notes:
-        log.warning("%s", note)
-        project.db.event("warning", note, server=name)
-    return server, project.db.disks(server.id)
+    with project.db.unit() as u:
+        server = u.servers.add(name, [NewDisk(spec, fmt, size) for spec, fmt, size in probed])
+        u.events.add("info", f"server added with {len(probed)} disk(s)", server=name)
+        for note in notes:
+            log.warning("%s", note)
+            u.events.add("warning", note, server=name)
+        return server, u.servers.disks(server.id)
 
 
 def remove_server(project: Project, name: str, *, force: bool = False) -> None:
@@ -73,11 +59,20 @@ def remove_server(project: Project, name: str, *, force: bool = False) -> None:
     if server.state == "replicating" and not force:
         raise ConflictError(f"server {name} is replicating",
                             hint=f"`godwit replicate stop {name}` first, or pass --force")
-    # Cache objects of the server go with it, packs before manifests (the order every release
-    # follows); replicas stay (they may be someone's only copy).
-    keys = list(project.store.list(f"servers/{server.uid}/"))
-    for key in sorted(keys, key=lambda k: k.endswith(".manifest")):
-        project.store.delete(key)
-    with project.db.tx() as c:
-        c.execute(t.servers.delete().where(t.servers.c.id == server.id))
-    project.db.event("info", "server removed", server=name)
+    # A running cycle or apply would find its rows gone under it: refuse while either is held.
+    with ExitStack() as held:
+        try:
+            for role in ("cycle", "apply"):
+                held.enter_context(server_lock(project.state_dir, name, role))
+        except ConflictError as exc:
+            raise ConflictError(f"cannot remove server {name} now: {exc.message}",
+                                hint="wait for it to finish, or stop it (Ctrl-C; a cycle resumes later), "
+                                     "then remove the server again") from None
+        # Cache objects of the server go with it, packs before manifests (the order every release
+        # follows); replicas stay (they may be someone's only copy).
+        keys = list(project.store.list(f"servers/{server.uid}/"))
+        for key in sorted(keys, key=lambda k: k.endswith(".manifest")):
+            project.store.delete(key)
+        with project.db.unit() as u:
+            u.servers.remove(server.id)
+            u.events.add("info", "server removed", server=name)

@@ -10,13 +10,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from godwit.engine import gateway_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
-from godwit.state import schema as t
+from godwit.state.network import NetworkRecords
+from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 log = logging.getLogger("godwit.engine.lifecycle")
 
@@ -26,8 +25,9 @@ def start(project: Project, name: str, *, progress: ProgressFn | None = None) ->
     server = project.db.server(name)
     if server.state == "migrated":
         raise ConflictError(f"server {name} is already migrated")
-    project.db.set_server_state(server.id, "replicating")
-    project.db.event("info", "replication enabled", server=name)
+    with project.db.unit() as u:
+        u.servers.set_state(server.id, "replicating")
+        u.events.add("info", "replication enabled", server=name)
     if project.db.cycles(server.id, ("committed", "applied")) and not project.db.cycles(server.id, ("open",)):
         return None
     return cycle(project, name, progress=progress)
@@ -37,8 +37,9 @@ def stop(project: Project, name: str) -> None:
     server = project.db.server(name)
     if server.state == "migrated":
         raise ConflictError(f"server {name} is migrated; there is no replication to stop")
-    project.db.set_server_state(server.id, "stopped")
-    project.db.event("info", "replication stopped", server=name)
+    with project.db.unit() as u:
+        u.servers.set_state(server.id, "stopped")
+        u.events.add("info", "replication stopped", server=name)
 
 
 def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, kind: str = "delta") -> CycleResult:
@@ -48,10 +49,9 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
                             hint=f"run `godwit replicate start {name}`")
     result = run_cycle(project, name, kind, progress=progress)
     if server.state == "paused":  # the error that paused it is gone
-        project.db.set_server_state(server.id, "replicating")
-        for d in project.db.disks(server.id):
-            if d.state != "ok":
-                project.db.set_disk(d.id, state="ok", error=None)
+        with project.db.unit() as u:
+            u.servers.set_state(server.id, "replicating")
+            u.servers.clear_disk_errors(server.id)
     gateway_state.after_cycle(project, result)  # issue 9.4/9.8: the cycle's path; state to [gateway]
     return result
 
@@ -133,52 +133,47 @@ def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, Go
     return applied
 
 
-def status(project: Project, name: str | None = None) -> list[dict[str, Any]]:
-    servers = [project.db.server(name)] if name else project.db.servers()
+def status(project: Project, name: str | None = None) -> list[ServerStatus]:
+    """Per server: state, last cycle, RPO, bytes per disk, the last ten cycles (one consistent read)."""
     now = time.time()
-    out = []
-    for s in servers:
-        cycles = project.db.cycles(s.id)
-        committed = [c for c in cycles if c.state in ("committed", "applied")]
-        last = committed[-1] if committed else None
-        stored = sum(c.bytes_sent for c in committed if c.state == "committed")
-        waiting = [c.id for c in committed if c.state == "committed"]  # in the cache, not yet applied
-        with project.db.tx() as c:
-            per_disk = {r.disk_id: r for r in c.execute(
-                select(t.cycle_disks).where(t.cycle_disks.c.cycle_id == last.id))} if last else {}
+    out: list[ServerStatus] = []
+    with project.db.unit() as u:
+        servers = [u.servers.get(name)] if name else u.servers.all()
+        for s in servers:
+            cycles = u.cycles.for_server(s.id)
+            committed = [c for c in cycles if c.state in ("committed", "applied")]
+            last = committed[-1] if committed else None
+            waiting = [c.id for c in committed if c.state == "committed"]  # in the cache, not yet applied
+            per_disk = {r.disk_id: r for r in u.cycles.disk_rows([last.id])} if last else {}
             stored_by_disk: dict[int, int] = {}
-            if waiting:
-                for row in c.execute(select(t.cycle_disks).where(t.cycle_disks.c.cycle_id.in_(waiting))):
-                    stored_by_disk[row.disk_id] = stored_by_disk.get(row.disk_id, 0) + (row.bytes_sent or 0)
-        disks = []
-        for d in project.db.disks(s.id):
-            r = per_disk.get(d.id)
-            disks.append({
-                "index": d.idx, "spec": d.spec, "format": d.format, "size": d.size,
-                "state": d.state if d.state != "ok" else s.state, "error": d.error,
-                "last_cycle": last.number if last else None,
-                "bytes_read": r.bytes_read if r else 0, "bytes_sent": r.bytes_sent if r else 0,
-                "bytes_changed": r.bytes_changed if r else 0,
-                "bytes_stored": stored_by_disk.get(d.id, 0),
-                "throughput_bps": (r.bytes_read / last.t_wall) if r and last and last.t_wall else None,
-            })
-        rps = project.db.recovery_points(s.id)
-        out.append({
-            "server": s.name, "state": s.state, "error": s.error,
-            "last_cycle": last.number if last else None,
-            "open_cycle": next((c.number for c in cycles if c.state == "open"), None),
-            "rpo_seconds": (now - last.committed) if last and last.committed else None,
-            "bytes_stored": stored,
-            "throughput_bps": (last.bytes_read / last.t_wall) if last and last.t_wall else None,
-            "latest_recovery_point": rps[-1].number if rps else None,
-            "network": gateway_state.network_status(project, last.id if last else None),
-            "disks": disks,
-            "cycles": [
-                {**{k: v for k, v in asdict(c).items() if k not in ("id", "server_id", "manifest_key")},
-                 "bottleneck": bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle)}
-                for c in cycles[-10:]
-            ],
-        })
+            for row in u.cycles.disk_rows(waiting):
+                stored_by_disk[row.disk_id] = stored_by_disk.get(row.disk_id, 0) + row.bytes_sent
+            disks = []
+            for d in u.servers.disks(s.id):
+                r = per_disk.get(d.id)
+                disks.append(DiskStatus(
+                    index=d.idx, spec=d.spec, format=d.format, size=d.size,
+                    state=d.state if d.state != "ok" else s.state, error=d.error,
+                    last_cycle=last.number if last else None,
+                    bytes_read=r.bytes_read if r else 0, bytes_sent=r.bytes_sent if r else 0,
+                    bytes_changed=r.bytes_changed if r else 0, bytes_stored=stored_by_disk.get(d.id, 0),
+                    throughput_bps=(r.bytes_read / last.t_wall) if r and last and last.t_wall else None))
+            rps = u.points.for_server(s.id)
+            out.append(ServerStatus(
+                server=s.name, state=s.state, error=s.error,
+                last_cycle=last.number if last else None,
+                open_cycle=next((c.number for c in cycles if c.state == "open"), None),
+                rpo_seconds=(now - last.committed) if last and last.committed else None,
+                bytes_stored=sum(c.bytes_sent for c in committed if c.state == "committed"),
+                throughput_bps=(last.bytes_read / last.t_wall) if last and last.t_wall else None,
+                latest_recovery_point=rps[-1].number if rps else None,
+                disks=disks,
+                cycles=[CycleStatus(**{k: v for k, v in asdict(c).items()
+                                       if k not in ("id", "server_id", "manifest_key")},
+                                    bottleneck=bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle))
+                        for c in cycles[-10:]],
+                network=NetworkRecords(u.connection).status(last.id if last else None),
+            ))
     return out
 
 
@@ -231,15 +226,14 @@ def resync(project: Project, name: str) -> list[int]:
                         hashstore.add_forced(project.hashes_dir, disk.uid, None)
             for p in packs:
                 project.store.delete(pack_key(server.uid, p))
-            with project.db.tx() as conn:
-                for row in conn.execute(select(t.journal.c.pack_id).where(t.journal.c.cycle_id == c.id)):
-                    project.store.delete(pack_key(server.uid, row.pack_id))
-                conn.execute(t.journal.delete().where(t.journal.c.cycle_id == c.id))
-                conn.execute(t.cycles.update().where(t.cycles.c.id == c.id).values(state="discarded"))
+            with project.db.unit() as u:  # journaled packs go before the journal that names them
+                for pack_id in u.cycles.journaled_packs([c.id]):
+                    project.store.delete(pack_key(server.uid, pack_id))
+                u.cycles.discard(c.id)
             if c.manifest_key:
                 project.store.delete(c.manifest_key)
             discarded.append(c.number)
-        for d in disks:
-            project.db.set_disk(d.id, state="ok", error=None)
+        with project.db.unit() as u:
+            u.servers.clear_disk_errors(server.id)
     project.db.event("warning", f"resync: discarded cycles {discarded or 'none'}", server=name)
     return discarded

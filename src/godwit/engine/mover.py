@@ -9,7 +9,6 @@ partial apply is rolled back, the disk is flagged, an event is written.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from godwit.format.keys import pack_key
 from godwit.project.project import Project
 from godwit.replicas.base import ReplicaDisk
 from godwit.state import hashstore
-from godwit.state import schema as t
 from godwit.state.db import Server
 from godwit.state.locks import server_lock
 
@@ -54,16 +52,13 @@ def release_cache(project: Project, server: Server) -> None:
         except (ObjectMissingError, CorruptObjectError):
             pass  # the manifest is gone or damaged: only the manifest itself is left to delete
         project.store.delete(c.manifest_key)
-        project.db.update_cycle(c.id, manifest_key=None)
+        with project.db.unit() as u:
+            u.cycles.forget_manifest(c.id)
 
 
 def collect_orphans(project: Project, server: Server) -> list[str]:
     """Delete packs no committed manifest and no journal names (put by a process that died before
     journaling them). Runs only while no cycle of the server is running; returns deleted keys."""
-    from sqlalchemy import select
-
-    from godwit.errors import ConflictError
-
     try:
         with server_lock(project.state_dir, server.name, "cycle"):
             referenced: set[str] = set()
@@ -72,11 +67,8 @@ def collect_orphans(project: Project, server: Server) -> list[str]:
                     referenced.update(load_manifest(project.store, server.uid, c.number).packs())
                 except (ObjectMissingError, CorruptObjectError):
                     return []  # cannot tell what the damaged cycle names: delete nothing
-            with project.db.tx() as conn:
-                open_ids = [c.id for c in project.db.cycles(server.id, ("open",))]
-                if open_ids:
-                    rows = conn.execute(select(t.journal.c.pack_id).where(t.journal.c.cycle_id.in_(open_ids)))
-                    referenced.update(r.pack_id for r in rows)
+            with project.db.unit() as u:
+                referenced.update(u.cycles.journaled_packs([c.id for c in u.cycles.for_server(server.id, ("open",))]))
             prefix = f"servers/{server.uid}/packs/"
             orphans = [k for k in project.store.list(prefix)
                        if k.endswith(".pack") and k[len(prefix):-5] not in referenced]
@@ -142,21 +134,20 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
         for d in m.disks:
             replicas[d.index].abort(number)
         msg = f"cycle {number} cannot be applied: {exc.message}"
-        for disk in db.disks(server.id):
-            db.set_disk(disk.id, state="error", error=msg)
-        db.event("error", msg + " (replicas rolled back to the last recovery point)", server=server.name,
-                 cycle=number)
+        with db.unit() as u:
+            u.servers.flag_disks(server.id, msg)
+            u.events.add("error", msg + " (replicas rolled back to the last recovery point)", server=server.name,
+                         cycle=number)
         raise type(exc)(msg, hint="the replicas are unchanged at their last recovery point; "
                                   f"run `godwit replicate resync {server.name}` to resend the changes") from None
     for d in m.disks:
         replicas[d.index].seal(number)
     now = time.time()
-    with db.tx() as c:
-        c.execute(t.recovery_points.insert().values(
-            server_id=server.id, number=number, sealed=now, consistency=m.consistency,
-            disk_sizes=json.dumps([d.size for d in sorted(m.disks, key=lambda d: d.index)]), state="live"))
-        c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(state="applied", applied=now))
-    db.event("info", f"recovery point {number} sealed", server=server.name, cycle=number)
+    with db.unit() as u:  # the point and its cycle's new state together, or neither
+        u.points.record(server.id, number, sealed=now, consistency=m.consistency,
+                        disk_sizes=[d.size for d in sorted(m.disks, key=lambda d: d.index)])
+        u.cycles.mark_applied(cycle_id, now)
+        u.events.add("info", f"recovery point {number} sealed", server=server.name, cycle=number)
     release_cache(project, server)
     collect_orphans(project, server)
     _retain(project, server, replicas)
@@ -169,8 +160,8 @@ def _retain(project: Project, server: Server, replicas: list[ReplicaDisk]) -> No
     for rp in live[:-keep] if len(live) > keep else []:
         for r in replicas:
             r.release(rp.number)
-        with project.db.tx() as c:
-            c.execute(t.recovery_points.update().where(t.recovery_points.c.id == rp.id).values(state="released"))
+        with project.db.unit() as u:
+            u.points.release(rp.id)
     live = project.db.recovery_points(server.id)
     committed = project.db.cycles(server.id, ("committed", "applied"))
     keep_from = min([rp.number for rp in live] + [committed[-1].number if committed else 0])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
 
 from godwit.engine.mover import apply_server
 from godwit.errors import (
@@ -27,7 +24,6 @@ from godwit.migrate.export import check_format, check_out_dir, export, needed_by
 from godwit.project.project import Project
 from godwit.replicas.base import PointReader
 from godwit.state import hashstore
-from godwit.state import schema as t
 from godwit.state.db import RecoveryPoint, Server
 from godwit.state.locks import server_lock
 
@@ -54,9 +50,8 @@ def _pick(project: Project, server: Server, which: str) -> RecoveryPoint:
     for rp in points:
         if rp.number == n:
             return rp
-    with project.db.tx() as c:
-        gone = c.execute(select(t.recovery_points).where(t.recovery_points.c.server_id == server.id,
-                                                         t.recovery_points.c.number == n)).first()
+    with project.db.unit() as u:
+        gone = u.points.find(server.id, n)
     available = ", ".join(str(p.number) for p in points)
     if gone is not None:
         raise NotFoundError(f"recovery point {n} of {server.name} was released (available: {available})",
@@ -156,12 +151,8 @@ def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str,
     return files
 
 
-def _record(project: Project, server: Server, kind: str, rp: int, fmt: str, out_dir: Path, files: list[str]) -> None:
-    stamped = [f if f.startswith("blob:") else _stamp(f) for f in files]
-    with project.db.tx() as c:
-        c.execute(t.migrations.insert().values(server_id=server.id, kind=kind, recovery_point=rp, format=fmt,
-                                               out_dir=str(out_dir), files=json.dumps(stamped),
-                                               created=time.time(), state="done"))
+def _stamped(files: list[str]) -> list[str]:
+    return [f if f.startswith("blob:") else _stamp(f) for f in files]
 
 
 def test_migration(project: Project, name: str, *, recovery_point: str = "latest", fmt: str = "raw",
@@ -173,8 +164,10 @@ def test_migration(project: Project, name: str, *, recovery_point: str = "latest
     with server_lock(project.state_dir, name, "apply"):  # the mover waits; cycles go on
         rp = _pick(project, server, recovery_point)
         files = _export_point(project, server, rp, fmt, out_dir)
-    _record(project, server, "test", rp.number, fmt, out_dir, files)
-    project.db.event("info", f"test migration at recovery point {rp.number} written to {out_dir}", server=name)
+    with project.db.unit() as u:
+        u.migrations.add(server.id, kind="test", recovery_point=rp.number, fmt=fmt, out_dir=str(out_dir),
+                         files=_stamped(files))
+        u.events.add("info", f"test migration at recovery point {rp.number} written to {out_dir}", server=name)
     return MigrationResult(name, "test", rp.number, fmt, files, time.perf_counter() - t0)
 
 
@@ -182,18 +175,16 @@ def cleanup(project: Project, name: str) -> list[str]:
     """Remove the files of the server's test migrations."""
     server = project.db.server(name)
     removed: list[str] = []
-    with project.db.tx() as c:
-        rows = c.execute(select(t.migrations).where(t.migrations.c.server_id == server.id,
-                                                    t.migrations.c.kind == "test",
-                                                    t.migrations.c.state == "done")).all()
-    if not rows:
+    with project.db.unit() as u:
+        records = u.migrations.outstanding_tests(server.id)
+    if not records:
         raise NotFoundError(f"server {name} has no test migration to clean up")
-    for row in rows:
-        for f in json.loads(row.files):
+    for rec in records:
+        for f in rec.files:
             if _remove_output(project, server, f):
                 removed.append(f.partition("\0")[0])
-        with project.db.tx() as c:
-            c.execute(t.migrations.update().where(t.migrations.c.id == row.id).values(state="cleaned"))
+        with project.db.unit() as u:
+            u.migrations.mark_cleaned(rec.id)
     project.db.event("info", f"test migration cleaned up ({len(removed)} file(s))", server=name)
     return removed
 
@@ -242,12 +233,15 @@ def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir:
                                      f"is {rp.number})")
             files = _export_point(project, server, rp, fmt, out_dir)
     except GodwitError as exc:
-        project.db.set_server_state(server.id, previous)
-        project.db.event("error", f"planned migration failed: {exc.message}", server=name)
+        with project.db.unit() as u:
+            u.servers.set_state(server.id, previous)
+            u.events.add("error", f"planned migration failed: {exc.message}", server=name)
         raise
-    _record(project, server, "planned", rp.number, fmt, out_dir, files)
-    project.db.set_server_state(server.id, "migrated")
-    project.db.event("info", f"migrated at recovery point {rp.number} to {out_dir}", server=name)
+    with project.db.unit() as u:  # recorded and migrated together: never migrated without its files
+        u.migrations.add(server.id, kind="planned", recovery_point=rp.number, fmt=fmt, out_dir=str(out_dir),
+                         files=_stamped(files))
+        u.servers.set_state(server.id, "migrated")
+        u.events.add("info", f"migrated at recovery point {rp.number} to {out_dir}", server=name)
     return MigrationResult(name, "planned", rp.number, fmt, files, time.perf_counter() - t0)
 
 

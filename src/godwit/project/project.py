@@ -14,7 +14,7 @@ from pathlib import Path
 from godwit.config import model as configmod
 from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
-from godwit.errors import ConflictError, ProjectError, StoreError
+from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError
 from godwit.network.route import Router, router_for
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
@@ -131,7 +131,8 @@ class Project:
         self.db.close()
 
 
-def init(root: Path, name: str | None = None) -> Project:
+def init(root: Path, name: str | None = None, *, state_url: str | None = None) -> Project:
+    """Create a project; ``state_url`` is written to ``[state] url`` (default: SQLite in state/)."""
     root = Path(root)
     cfg_path = root / CONFIG_NAME
     if cfg_path.exists():
@@ -139,11 +140,14 @@ def init(root: Path, name: str | None = None) -> Project:
     name = name or root.resolve().name or "godwit"
     if not NAME_RE.match(name):
         name = "godwit"
+    text = configmod.DEFAULT_TOML.format(name=name)
+    if state_url:
+        text += f"\n[state]\nurl = {json.dumps(state_url)}\n"  # a JSON string is a TOML basic string
     try:
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("state", "cache", "replicas"):
             (root / sub).mkdir(exist_ok=True)
-        cfg_path.write_text(configmod.DEFAULT_TOML.format(name=name))
+        cfg_path.write_text(text)
     except OSError as exc:
         raise ProjectError(f"cannot create a project in {root}: {exc.strerror}") from None
     project = open_project(root)
@@ -152,13 +156,45 @@ def init(root: Path, name: str | None = None) -> Project:
     return project
 
 
-def open_project(root: Path | None = None) -> Project:
+def state_url(root: Path, cfg: Config, override: str | None = None) -> str:
+    """Which state database: ``--database-url`` / $GODWIT_DATABASE_URL, then ``[state] url``, then
+    the SQLite file in the project's state folder."""
+    return (override or os.environ.get("GODWIT_DATABASE_URL") or cfg.state.url
+            or f"sqlite:///{(root / 'state' / 'godwit.db').resolve()}")
+
+
+def holds_data(root: Path, cfg: Config) -> bool:
+    """Whether the project already has cycles, replicas or block hashes somewhere: then a missing
+    or empty state database is a loss to restore, not a fresh start."""
+    def nonempty(d: Path) -> bool:
+        try:
+            return d.is_dir() and any(d.iterdir())
+        except OSError:
+            return True  # cannot tell: assume the worst
+    if nonempty(root / "state" / "hashes") or (cfg.replicas.kind == "local"
+                                               and nonempty((root / cfg.replicas.path).resolve())):
+        return True
+    if cfg.cache.kind == "local":
+        return nonempty((root / cfg.cache.path).resolve() / "servers")
+    try:
+        from godwit.stores.open import open_store
+
+        store = open_store(cfg.cache, root)
+        try:
+            return next(iter(store.list("servers/")), None) is not None
+        finally:
+            store.close()
+    except GodwitError:
+        return False  # no container yet, a bad [cache] or no network: the local evidence above decides
+
+
+def open_project(root: Path | None = None, *, database_url: str | None = None) -> Project:
     root = Path(root) if root is not None else default_path()
     cfg_path = root / CONFIG_NAME
     if not cfg_path.exists():
         raise ProjectError(f"no godwit project at {root.resolve()} ({CONFIG_NAME} not found)",
                            hint="run `godwit init PATH`, or pass --project / set GODWIT_PROJECT")
     cfg = configmod.load(cfg_path)
-    url = cfg.state.url or f"sqlite:///{(root / 'state' / 'godwit.db').resolve()}"
     (root / "state").mkdir(exist_ok=True)
-    return Project(root.resolve(), cfg, StateDB(url))
+    db = StateDB(state_url(root, cfg, database_url), may_create=lambda: not holds_data(root, cfg))
+    return Project(root.resolve(), cfg, db)

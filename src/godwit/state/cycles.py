@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from godwit.state import schema as t
 from godwit.state.db import Cycle, StateDB
+from godwit.state.servers import CYCLE_SETTINGS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,19 @@ class CycleDiskStats:
 
 
 def _settings_key(cycle_id: int) -> str:
-    return f"cycle-settings/{cycle_id}"
+    return f"{CYCLE_SETTINGS_PREFIX}{cycle_id}"  # server removal deletes these by the same prefix
 
 
 def open_cycle(db: StateDB, server_id: int, kind: str, settings: CycleSettings) -> Cycle:
     """Insert the server's next cycle, state ``open``, with the settings it is made with.
 
-    Reading the next number and inserting the row is one transaction, so two writers cannot take
-    the same number (the unique constraint would refuse the second anyway).
+    Reading the next number and inserting the row is one transaction under the server row's lock,
+    so two writers never take the same number.
     """
     with db.tx() as c:
+        # A no-op UPDATE takes the server row's lock first (PostgreSQL: the row lock; SQLite: the write
+        # lock), so a concurrent opener waits instead of reading the same last number.
+        c.execute(t.servers.update().where(t.servers.c.id == server_id).values(id=t.servers.c.id))
         last = c.execute(select(func.max(t.cycles.c.number)).where(t.cycles.c.server_id == server_id)).scalar()
         number = int(last or 0) + 1
         res = c.execute(t.cycles.insert().values(server_id=server_id, number=number, kind=kind, state="open",

@@ -1,228 +1,183 @@
-"""The state database and typed access to its rows."""
+"""The state database: opening it (SQLite or PostgreSQL), units of work, and short helpers.
+
+Every SQL statement lives in the repositories of this package (``servers``, ``cycle_rows``,
+``points``, ``records``, ``events``); code above the state layer calls them inside a unit of work
+(``db.unit()``) or through the one-statement helpers here, which each run their own unit.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, event, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from godwit.errors import NotFoundError, ProjectError
-from godwit.state import schema as t
+from godwit.errors import ProjectError
+from godwit.state import holders, upgrade
+from godwit.state.dberrors import Translator, damaged, sqlite_path
+from godwit.state.models import Cycle, Disk, RecoveryPoint, Server
+from godwit.state.unit import Unit
+from godwit.state.upgrade import HEAD_REVISION, migrate
+from godwit.state.urls import POSTGRESQL, parse, redact
+from godwit.state.views import Event
 
+__all__ = ["HEAD_REVISION", "Cycle", "Disk", "RecoveryPoint", "Server", "StateDB", "migrate"]
 
-@dataclass(frozen=True)
-class Server:
-    id: int
-    uid: str
-    name: str
-    state: str
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Disk:
-    id: int
-    server_id: int
-    idx: int
-    uid: str
-    spec: str
-    format: str
-    size: int
-    state: str
-    error: str | None
+#: How long a statement waits for another process's lock before godwit says who holds it.
+BUSY_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
-class Cycle:
-    id: int
-    server_id: int
-    number: int
-    kind: str
-    state: str
-    consistency: str | None
-    started: float
-    committed: float | None
-    applied: float | None
-    manifest_key: str | None
-    bytes_read: int
-    bytes_changed: int
-    bytes_sent: int
-    packs: int
-    t_read: float
-    t_cpu: float
-    t_upload: float
-    t_throttle: float
-    t_wall: float
+def _sqlite_pragmas(busy_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # first: the others may wait for a lock
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return on_connect
 
 
-@dataclass(frozen=True)
-class RecoveryPoint:
-    id: int
-    server_id: int
-    number: int
-    sealed: float
-    consistency: str
-    disk_sizes: list[int]
-    state: str
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def _alembic_config(connection: Connection) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.attributes["connection"] = connection
-    return cfg
-
-
-#: The newest migration in ``migrations/versions`` (a test keeps the two in step). Checking it with
-#: one query spares every command the cost of loading Alembic when nothing is to be done.
-HEAD_REVISION = "0001"
-
-
-def migrate(connection: Connection) -> None:
-    """Bring the schema to this godwit's head revision; refuse a database from a newer godwit."""
-    from sqlalchemy import inspect, text
-
-    if inspect(connection).has_table("alembic_version") and connection.execute(
-            text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION:
-        return
-    from alembic import command
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    cfg = _alembic_config(connection)
-    script = ScriptDirectory.from_config(cfg)
-    from alembic.util import CommandError
-
-    current = MigrationContext.configure(connection).get_current_revision()
-    try:
-        known = current is None or script.get_revision(current) is not None
-    except CommandError:
-        known = False
-    if not known:
-        raise ProjectError(f"the state database is at schema revision {current}, which this godwit does not "
-                           "know (made by a newer godwit?)", hint="use the godwit version that made it, or newer")
-    if current != script.get_current_head():
-        command.upgrade(cfg, "head")
+def _application_name() -> str:
+    """What pg_stat_activity shows for godwit's sessions, so a lock holder can be named."""
+    return holders.me().command[:63]
 
 
 class StateDB:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+    """One project's state database.
+
+    ``may_create`` is asked before a database without any godwit table is initialised: a project
+    that already holds cache objects, replicas or block hashes must never get a fresh, empty state
+    silently (its recovery points would be forgotten, and reused wrongly later).
+    """
+
+    def __init__(self, url: str, *, may_create: Callable[[], bool] | None = None,
+                 busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.sa_url: URL = parse(url)  # with its password: never print it
+        self.url = redact(self.sa_url)  # safe to show
+        self.busy_timeout = busy_timeout
+        self._errors = Translator(self.sa_url, busy_timeout, self._pg_transactions)
+        self.engine: Engine = self._make_engine()
+        try:
+            self._open(may_create)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _make_engine(self) -> Engine:
+        if self.sa_url.get_backend_name() == POSTGRESQL:
+            ms = int(self.busy_timeout * 1000)
+            return create_engine(self.sa_url, pool_pre_ping=True, connect_args={
+                "application_name": _application_name(), "connect_timeout": 10,
+                "options": f"-c lock_timeout={ms}"})
+        engine = create_engine(self.sa_url)
+        event.listen(engine, "connect", _sqlite_pragmas(int(self.busy_timeout * 1000)))
+        return engine
+
+    def _open(self, may_create: Callable[[], bool] | None) -> None:
+        path = sqlite_path(self.sa_url)
+        where = str(path) if path is not None else redact(self.sa_url)
+        new_file = path is not None and (not path.exists() or path.stat().st_size == 0)
+        if new_file and may_create is not None and not may_create():
+            state = "missing" if not path or not path.exists() else "empty (0 bytes)"
+            raise ProjectError(f"the state database {where} is {state}, but the project holds data (cache "
+                               "objects, replicas or block hashes)",
+                               hint="restore godwit.db from a backup; godwit will not start an empty state on "
+                                    "top of existing replicas")
         try:
             with self.engine.begin() as c:
-                migrate(c)
-        except OperationalError as exc:
-            raise ProjectError(f"cannot open the state database: {exc.orig}") from None
+                if upgrade.current_revision(c) == HEAD_REVISION:
+                    return
+                if not new_file and may_create is not None and upgrade.is_empty(c) and not may_create():
+                    raise ProjectError(f"the state database {where} holds no godwit state, but the project holds "
+                                       "data (cache objects, replicas or block hashes)",
+                                       hint="point [state] url at the project's database, or restore it")
+            upgrade.upgrade(self.engine, path, wait=self.busy_timeout)
+        except SQLAlchemyError as exc:
+            raise self._errors.translate(exc) from None
+        except ValueError as exc:  # e.g. the revision table holds garbage
+            raise damaged(where, str(exc)) from None
+
+    def _pg_transactions(self) -> list[holders.Holder]:
+        """Other sessions of this database with a transaction open, oldest first."""
+        out: list[holders.Holder] = []
+        with self.engine.connect() as c:
+            rows = c.execute(text(
+                "SELECT pid, application_name, extract(epoch from xact_start) AS since FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+                "ORDER BY xact_start"))
+            for r in rows:
+                out.append(holders.Holder(int(r.pid), r.application_name or "?", float(r.since)))
+        return out
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.sa_url.get_backend_name()
+
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as c:
+        """A raw transaction; new code uses ``unit()`` and the repositories instead."""
+        with self._errors.guard(), self.engine.begin() as c:
             yield c
 
-    # -- servers and disks -------------------------------------------------------------------
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """One unit of work: committed when the block ends, rolled back if it raises."""
+        with self._errors.guard(), self.engine.begin() as c:
+            yield Unit(c)
+
+    # -- one-statement helpers (each its own unit of work) --------------------------------------
 
     def servers(self) -> list[Server]:
-        with self.tx() as c:
-            return [Server(r.id, r.uid, r.name, r.state, r.error)
-                    for r in c.execute(select(t.servers).order_by(t.servers.c.name))]
+        with self.unit() as u:
+            return u.servers.all()
 
     def server(self, name: str) -> Server:
-        with self.tx() as c:
-            r = c.execute(select(t.servers).where(t.servers.c.name == name)).first()
-        if r is None:
-            raise NotFoundError(f"no server named {name!r}", hint="`godwit server list` shows the servers")
-        return Server(r.id, r.uid, r.name, r.state, r.error)
+        with self.unit() as u:
+            return u.servers.get(name)
 
     def set_server_state(self, server_id: int, state: str, error: str | None = None) -> None:
-        with self.tx() as c:
-            c.execute(t.servers.update().where(t.servers.c.id == server_id).values(state=state, error=error))
+        with self.unit() as u:
+            u.servers.set_state(server_id, state, error)
 
     def disks(self, server_id: int) -> list[Disk]:
-        with self.tx() as c:
-            rows = c.execute(select(t.disks).where(t.disks.c.server_id == server_id).order_by(t.disks.c.idx))
-            return [Disk(r.id, r.server_id, r.idx, r.uid, r.spec, r.format, r.size, r.state, r.error)
-                    for r in rows]
+        with self.unit() as u:
+            return u.servers.disks(server_id)
 
     def set_disk(self, disk_id: int, **values: Any) -> None:
-        with self.tx() as c:
-            c.execute(t.disks.update().where(t.disks.c.id == disk_id).values(**values))
-
-    # -- cycles ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _cycle(r: Any) -> Cycle:
-        return Cycle(r.id, r.server_id, r.number, r.kind, r.state, r.consistency, r.started, r.committed,
-                     r.applied, r.manifest_key, r.bytes_read or 0, r.bytes_changed or 0, r.bytes_sent or 0,
-                     r.packs or 0, r.t_read or 0.0, r.t_cpu or 0.0, r.t_upload or 0.0, r.t_throttle or 0.0,
-                     r.t_wall or 0.0)
+        with self.unit() as u:
+            u.servers.set_disk(disk_id, **values)
 
     def cycles(self, server_id: int, states: tuple[str, ...] | None = None) -> list[Cycle]:
-        q = select(t.cycles).where(t.cycles.c.server_id == server_id)
-        if states:
-            q = q.where(t.cycles.c.state.in_(states))
-        with self.tx() as c:
-            return [self._cycle(r) for r in c.execute(q.order_by(t.cycles.c.number))]
+        with self.unit() as u:
+            return u.cycles.for_server(server_id, states)
 
     def cycle(self, server_id: int, number: int) -> Cycle:
-        with self.tx() as c:
-            r = c.execute(select(t.cycles).where(t.cycles.c.server_id == server_id,
-                                                 t.cycles.c.number == number)).first()
-        if r is None:
-            raise NotFoundError(f"cycle {number} does not exist")
-        return self._cycle(r)
+        with self.unit() as u:
+            return u.cycles.get(server_id, number)
 
     def update_cycle(self, cycle_id: int, **values: Any) -> None:
-        with self.tx() as c:
-            c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(**values))
-
-    # -- recovery points ---------------------------------------------------------------------
+        with self.unit() as u:
+            u.cycles.update(cycle_id, **values)
 
     def recovery_points(self, server_id: int, *, live_only: bool = True) -> list[RecoveryPoint]:
-        q = select(t.recovery_points).where(t.recovery_points.c.server_id == server_id)
-        if live_only:
-            q = q.where(t.recovery_points.c.state == "live")
-        with self.tx() as c:
-            return [RecoveryPoint(r.id, r.server_id, r.number, r.sealed, r.consistency,
-                                  json.loads(r.disk_sizes), r.state)
-                    for r in c.execute(q.order_by(t.recovery_points.c.number))]
-
-    # -- events ------------------------------------------------------------------------------
+        with self.unit() as u:
+            return u.points.for_server(server_id, live_only=live_only)
 
     def event(self, level: str, message: str, *, server: str | None = None, disk: int | None = None,
               cycle: int | None = None) -> None:
-        with self.tx() as c:
-            c.execute(t.events.insert().values(ts=time.time(), level=level, server=server, disk=disk,
-                                               cycle=cycle, message=message))
+        with self.unit() as u:
+            u.events.add(level, message, server=server, disk=disk, cycle=cycle)
 
-    def events(self, server: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        q = select(t.events)
-        if server:
-            q = q.where(t.events.c.server == server)
-        with self.tx() as c:
-            rows = c.execute(q.order_by(t.events.c.id.desc()).limit(limit))
-            return [dict(r._mapping) for r in rows]
+    def events(self, server: str | None = None, limit: int = 50) -> list[Event]:
+        with self.unit() as u:
+            return u.events.recent(server, limit)
+

@@ -1,0 +1,26 @@
+"""A unit of work: one transaction, with every repository bound to its connection.
+
+``with db.unit() as u:`` commits when the block ends and rolls back on an exception, so what one
+step must do together (read the next number and insert the row; record a point and mark its cycle
+applied) is written together or not at all.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from godwit.state.cycle_rows import CycleRows
+from godwit.state.events import Events
+from godwit.state.points import RecoveryPoints
+from godwit.state.records import MigrationRecords
+from godwit.state.servers import Servers
+
+
+class Unit:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.servers = Servers(connection)
+        self.cycles = CycleRows(connection)
+        self.points = RecoveryPoints(connection)
+        self.migrations = MigrationRecords(connection)
+        self.events = Events(connection)
