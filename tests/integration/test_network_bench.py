@@ -79,3 +79,15 @@ def test_bench_of_a_local_cache_says_there_is_no_network(tmp_path: Path) -> None
         p.close()
     assert res.path.startswith("local folder") and res.removed == 2
     assert [f for f in (tmp_path / "p" / "cache" / PREFIX).rglob("*") if f.is_file()] == []
+
+
+def test_bench_is_refused_like_replication_when_the_answer_is_public(
+        cache_azurite: Azurite, dns: Dnsmasq, tmp_path: Path) -> None:
+    dns.set_records({parts.PRIVATELINK: ["20.60.1.2"]})
+    container = cache_azurite.new_container("bench")
+    root = tmp_path / "p"
+    make_project(root, cache_azurite, private(dns), container=container).close()
+    result = CliRunner().invoke(app, ["network", "bench", "-p", str(root), "--size-mib", "0.1", "--count", "2"])
+    assert result.exit_code == 60, result.output
+    assert "refused to send replication data" in result.output and "Traceback" not in result.output
+    assert leftovers(cache_azurite, container) == []

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from godwit.errors import UsageError
+from godwit.errors import GodwitError, UsageError
 
 if TYPE_CHECKING:
     from godwit.project.project import Project
@@ -129,6 +129,7 @@ def bench(project: Project, *, size_mib: float = 8.0, count: int = 8, concurrenc
     keys = [f"{base}/{i:04d}" for i in range(count)]
     up, down, small = Phase(), Phase(), Phase()
     removed = 0
+    failure: BaseException | None = None
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="godwit-bench") as pool:
             def put(key: str) -> int:
@@ -145,11 +146,17 @@ def bench(project: Project, *, size_mib: float = 8.0, count: int = 8, concurrenc
             for phase, fn in ((up, put), (down, get), (small, stat)):
                 _run_phase(phase, pool, [functools.partial(fn, k) for k in keys])
         path = describe_path(project)
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         try:
             for key in list(store.list(base + "/")):
                 store.delete(key)
                 removed += 1
+        except GodwitError:
+            if failure is None:  # the run's own error is the one to report
+                raise
         finally:
             store.close()
     return BenchResult(path, store.description, size, count, concurrency, up, down, small, removed)
