@@ -32,7 +32,7 @@ def test_a_changed_answer_is_an_event_and_stops_the_next_cycle(tmp_path: Path) -
         dns.set("20.60.1.2")
         with pytest.raises(NetworkPolicyError):
             router.route(f"https://{CACHE}/c/pack")
-        assert any("DNS for" in e["message"] and "20.60.1.2" in e["message"] and e["level"] == "error"
+        assert any("DNS for" in e.message and "20.60.1.2" in e.message and e.level == "error"
                    for e in project.db.events())
         with pytest.raises(NetworkPolicyError, match="changed while replicating"):
             replication.cycle(project, "s")

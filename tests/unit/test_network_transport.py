@@ -350,3 +350,17 @@ def test_page_blob_replicas_take_the_router_too(azurite: Azurite, azure_containe
     finally:
         replica.close()
     assert f"127.0.0.1:{azurite.port}" in proxy.connects()
+
+
+def test_store_check_runs_on_the_planned_route(cache_azurite: Azurite, cache_container: str, proxy: Tinyproxy,
+                                               tmp_path: Path) -> None:
+    from godwit.checks.storecheck import check_stores
+
+    project = project_with(tmp_path / "p3", cache_azurite, cache_container,
+                           f"https://127.0.0.1:{cache_azurite.port}/{ACCOUNT}", f'proxy = "{proxy.url}"')
+    try:
+        results = check_stores(project)
+    finally:
+        project.close()
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+    assert f"127.0.0.1:{cache_azurite.port}" in proxy.connects()

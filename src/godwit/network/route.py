@@ -61,9 +61,10 @@ class Route:
     @property
     def path(self) -> str:
         """``private-endpoint 10.1.0.5, direct``, ``microsoft-peering, via proxy URL``, ``direct``..."""
-        how = f"{self.pinned}, direct" if self.pinned is not None else (
-            f"via proxy {self.proxy}" if self.proxy else "direct")
-        return how if self.plane == "control" else f"{self.mode} {how}" if self.pinned else f"{self.mode}, {how}"
+        if self.pinned is not None:
+            return f"{self.mode} {self.pinned}, direct"
+        how = f"via proxy {self.proxy}" if self.proxy else "direct"
+        return how if self.plane == "control" else f"{self.mode}, {how}"
 
     def describe(self) -> str:
         why = f", bypass entry {self.rule!r}" if self.rule else ""
