@@ -274,3 +274,40 @@ def test_record_keeps_the_last_run(cache_azurite: Azurite, dns: Dnsmasq, tmp_pat
         assert any("network check" in e.message for e in p.db.events())
     finally:
         p.close()
+
+
+# -- the bypass judgements alone (the Router's own matcher, no traffic) ---------------------------------
+
+def _router(data_plane: str, proxy: str, bypass: Sequence[str]) -> Router:
+    from godwit.config.network import NetworkConfig, parse_bypass_entry
+
+    entries = tuple(parse_bypass_entry(e) for e in bypass)
+    return Router(NetworkConfig(data_plane=data_plane, proxy=proxy, bypass=entries, configured=True), [FQDN])
+
+
+def test_microsoft_peering_without_a_bypass_for_the_cache_fails_and_a_bypassed_sign_in_warns() -> None:
+    from godwit.checks import netcheck_bypass as b
+
+    router = _router(data_plane="microsoft-peering", proxy="http://proxy.corp:3128",
+                     bypass=["login.microsoftonline.com", "*.microsoft.com"])
+    cache = b.cache_bypass(router, FQDN, 443)
+    assert cache.status == "fail" and "over the internet, not over the circuit" in cache.message
+    assert cache.fix is not None and FQDN in cache.fix
+    endpoints = b.internet_only(router)
+    assert endpoints.status == "warn" and "login.microsoftonline.com" in endpoints.message
+    assert "graph.microsoft.com (*.microsoft.com) by '*.microsoft.com'" in endpoints.message
+    fixed = _router(data_plane="microsoft-peering", proxy="http://proxy.corp:3128", bypass=[".*.blob.core.windows.net"])
+    assert b.cache_bypass(fixed, FQDN, 443).status == "pass" and b.internet_only(fixed).status == "pass"
+
+
+def test_a_regex_bypass_that_covers_the_gateway_fails_in_private_endpoint_mode_but_not_an_exact_one() -> None:
+    from godwit.checks import netcheck_bypass as b
+
+    gateway = "gwsa77.blob.core.windows.net"
+    regex = _router(data_plane="private-endpoint", proxy="http://proxy.corp:3128",
+                    bypass=[r"(lsa|gwsa)[0-9]+\.blob\.core\.windows\.net"])
+    check = b.gateway_bypass(regex, "lsa1.blob.core.windows.net", gateway)
+    assert check.status == "fail" and gateway in check.message
+    exact = _router(data_plane="private-endpoint", proxy="http://proxy.corp:3128", bypass=[FQDN])
+    assert b.gateway_bypass(exact, FQDN, gateway).status == "pass"
+    assert b.gateway_bypass(exact, FQDN, None).status == "pass"
