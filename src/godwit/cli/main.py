@@ -33,7 +33,8 @@ def _optional_subapps() -> None:
     from importlib import import_module
 
     for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
-                         ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network")):
+                         ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network"),
+                         ("godwit.cli.doctor_cmd", "doctor")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:
