@@ -110,6 +110,8 @@ def run_network_check(project: Project, *, router: Router | None = None,
         checks += _cache_checks(router, cache, gateway, auth, ip_argv, timeout, skipped)
     if gateway is not None:
         checks += _gateway_checks(router, cache, gateway, auth, timeout, skipped)
+    # Token requests are verified as the account's own requests are (its ca_file): the same here.
+    control_ca = (cache.ca_file if cache else None) or (gateway.ca_file if gateway else None)
     for endpoint in control_endpoints:
         host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "443")
         route = _route(router, f"https://{host}:{port}/")
@@ -118,7 +120,7 @@ def run_network_check(project: Project, *, router: Router | None = None,
             continue
         prefix = f"control.{host}"
         checks += _unless_skipped(skipped, (f"{prefix}.tcp", f"{prefix}.tls"), functools.partial(
-            reach, prefix, route, ca_file=None, timeout=timeout, proxy_auth=auth, what="control-plane endpoint"))
+            reach, prefix, route, ca_file=control_ca, timeout=timeout, proxy_auth=auth, what="control-plane endpoint"))
     checks.append(bypass.internet_only(router))
     report.checks = [c if c.id not in skipped else _skipped(c.id) for c in checks]
     return report
