@@ -69,26 +69,38 @@ class Dnsmasq:
             time.sleep(0.3)
 
     def start(self, records: dict[str, list[str]]) -> None:
+        """Start on ``port`` (or a free one: a port free for UDP may be taken for TCP by another
+        process, so a failed start on a chosen port is retried on another)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.set_records(records)
-        self.port = self.port or free_port(self.address, socket.SOCK_DGRAM)
+        fixed = self.port
+        for attempt in range(5):
+            self.port = fixed or free_port(self.address, socket.SOCK_DGRAM)
+            if self._start_once(last=bool(fixed) or attempt == 4):
+                return
+
+    def _start_once(self, *, last: bool) -> bool:
         args = [_need("dnsmasq", "dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
                 "--no-hosts", "--bind-interfaces", f"--listen-address={self.address}", f"--port={self.port}",
                 f"--addn-hosts={self.hosts_file}", "--pid-file=", "--user=root", "--local-ttl=0",
                 "--log-facility=-", "--log-queries"]
         args += [f"--cname={alias},{target}" for alias, target in self.cnames.items()]
         args += [f"--local=/{domain}/" for domain in self.local_domains]
-        log = open(self.workdir / "dnsmasq.log", "ab")  # noqa: SIM115 - the child keeps it open
+        log = open(self.workdir / "dnsmasq.log", "wb")  # noqa: SIM115 - the child keeps it open
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + 10
         while not self._answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            exited = self.proc.poll() is not None
+            if exited or time.monotonic() > deadline:
                 text = (self.workdir / "dnsmasq.log").read_text(errors="replace")[-2000:]
                 self.close()
+                if exited and not last:  # most likely the port, taken for TCP: try another
+                    return False
                 pytest.fail(f"dnsmasq did not start:\n{text}", pytrace=False)
             time.sleep(0.05)
+        return True
 
     def _answers(self) -> bool:
         import dns.message

@@ -110,7 +110,8 @@ def test_the_matcher_agrees_with_pythons_re_on_its_dialect(pattern: str, host: s
 # -- ports and IP literals ----------------------------------------------------------------------
 
 def test_ports_apply_only_to_that_port() -> None:
-    rules = bypass("lsa1.blob.core.windows.net:443", "*.corp.example:8443")
+    rules = bypass("lsa1.blob.core.windows.net:443", "*.corp.example:8443", ".*.example.net:443")
+    assert rules.bypasses("x.example.net", 443) and not rules.bypasses("x.example.net", 80)
     assert rules.bypasses("lsa1.blob.core.windows.net", 443)
     assert not rules.bypasses("lsa1.blob.core.windows.net", 10000)
     assert rules.bypasses("a.corp.example", 8443) and not rules.bypasses("a.corp.example", 443)

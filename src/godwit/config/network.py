@@ -138,6 +138,7 @@ def _ip_entry(text: str) -> BypassEntry | None:
     """``text`` as an IP address or CIDR range (with an optional port), or None if it is not one."""
     try:
         host, port = _split_port(text)
+        host = host.rstrip(".") if "/" not in host else host  # "10.1.0.5." is that address too
         if "/" in host:
             return BypassEntry(text, "cidr", port=port, network=ipaddress.ip_network(host, strict=True))
         return BypassEntry(text, "ip", port=port, network=ipaddress.ip_network(host))
@@ -155,9 +156,14 @@ def parse_bypass_entry(raw: object) -> BypassEntry:
         raise _fail(key, f"{text!r} contains spaces or control characters", "one host or pattern per entry")
     if text == "*":
         return BypassEntry(text, "all")
-    if text.startswith(".*.") and valid_hostname(text[3:].lower().rstrip(".")):
+    if text.startswith(".*."):
         # The article's form: "any name under this domain", as a wildcard (its dots are literal).
-        return BypassEntry(text, "wildcard", text[3:].lower().rstrip("."))
+        try:
+            suffix, port = _split_port(text[3:])
+        except ValueError:
+            suffix, port = "", None
+        if valid_hostname(suffix.lower().rstrip(".")):
+            return BypassEntry(text, "wildcard", suffix.lower().rstrip("."), port)
     address = _ip_entry(text)
     if address is not None:
         return address
