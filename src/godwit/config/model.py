@@ -14,7 +14,7 @@ from typing import Any
 from godwit.errors import ConfigError
 
 HASH_ALGORITHMS = ("xxh3-128", "blake3")
-TRACKERS = ("scan",)
+TRACKERS = ("scan", "bitmap")
 
 
 def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:

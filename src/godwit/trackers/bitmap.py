@@ -1,0 +1,199 @@
+"""The bitmap tracker: QEMU's dirty bitmaps say which clusters the guest wrote since a cycle.
+
+Bitmaps on the disk's node, named by what they track (the name is all the state there is, so a
+godwit that died leaves nothing ambiguous):
+
+- ``godwit-c<N>``: every write since the point-in-time view of committed cycle N.
+- ``godwit-next-b<N>``: every write since the view of a cycle in flight whose base is N.
+
+A cycle with base N freezes (one QMP transaction, see ``sources.live``): add ``godwit-next-b<N>``,
+disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of ``godwit-c<N>`` from the
+frozen view, split by ``base:allocation`` into CHANGED and ZERO; the rest is UNCHANGED.
+
+- ``committed(C)``: one transaction adds ``godwit-c<C>``, merges ``godwit-next-b<N>`` into it, and
+  removes ``godwit-next-b<N>`` and every older ``godwit-c*``.
+- ``failed``: one transaction merges ``godwit-next-b<N>`` back into ``godwit-c<N>``, re-enables
+  it and removes ``godwit-next-b<N>``: nothing the guest wrote is lost.
+- Killed in between: the next ``regions`` does what ``failed`` would have (a ``next`` bitmap with
+  the same base), or what ``committed`` would have (a ``next`` bitmap of an older base while
+  ``godwit-c<base>`` is missing: it was created at or before the base's view, and was never
+  disabled, so it holds a superset of the changes since).
+- Tracking lost: ``godwit-c<base>`` missing (a QEMU restart loses bitmaps added over QMP; someone
+  deleted it; the image was replaced) or ``inconsistent`` (QEMU was killed): a warning (the cycle
+  records it as an event) and a full ``scan`` of the disk, never a cycle that misses changes.
+
+A raw image gets bitmaps that are not persistent (QEMU stores bitmaps only in qcow2): they work
+while QEMU runs, and its restart means a full resync. A disk that is not a live QEMU disk is
+tracked as ``scan`` would.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from godwit.sources.base import DiskSource, Extent
+from godwit.sources.live import LiveSource, LiveSpec, is_live_spec
+from godwit.sources.qmp import QmpSession
+from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
+from godwit.trackers.scan import ScanTracker
+
+log = logging.getLogger("godwit.tracker.bitmap")
+
+PREFIX = "godwit-"
+_COMMITTED = re.compile(r"godwit-c(\d+)$")
+_NEXT = re.compile(r"godwit-next-b(\d+)$")
+
+
+def committed_name(cycle: int) -> str:
+    return f"godwit-c{cycle}"
+
+
+def next_name(base: int | None) -> str:
+    return f"godwit-next-b{base or 0}"
+
+
+class BitmapTracker(ChangeTracker):
+    name = "bitmap"
+
+    def __init__(self) -> None:
+        self._scan = ScanTracker()
+        self._base: dict[str, int | None] = {}  # disk uid -> base of the cycle in flight
+
+    # -- regions --------------------------------------------------------------------------------
+
+    def regions(self, disk: TrackedDisk, source: DiskSource, base: int | None) -> Iterator[Region]:
+        if not isinstance(source, LiveSource):
+            yield from self._scan.regions(disk, source, base)
+            return
+        q = source.qmp
+        assert q is not None
+        node = source.spec.node
+        want = committed_name(base) if base is not None else None
+        usable = self._recover(q, node, base, disk, source.warnings)
+        persistent = source.driver == "qcow2"
+        if not persistent and base is None:
+            source.warnings.append(f"disk {disk.index} is a {source.driver} image: QEMU keeps dirty bitmaps only "
+                                   "in qcow2, so tracking is lost when QEMU restarts (then godwit resyncs the "
+                                   "whole disk)")
+        self._base[disk.uid] = base
+        if usable and want is not None:
+            source.freeze(add=next_name(base), disable=(want,), persistent=persistent)
+            yield from _regions(source, want)
+        else:
+            source.freeze(add=next_name(base), persistent=persistent)
+            yield from self._scan.regions(disk, source, base)
+
+    def _recover(self, q: QmpSession, node: str, base: int | None, disk: TrackedDisk,
+                 warnings: list[str]) -> bool:
+        """Bring the node's godwit bitmaps to one ``godwit-c<base>``; False if tracking was lost."""
+        bitmaps = {n: b for n, b in q.bitmaps(node).items() if n.startswith(PREFIX)}
+        actions: list[dict[str, Any]] = []
+        lost = ""
+        for n, b in list(bitmaps.items()):
+            if b.get("inconsistent"):
+                lost = lost or f"bitmap {n} is inconsistent (QEMU stopped uncleanly)"
+                actions.append(_act("remove", node, n))
+                del bitmaps[n]
+        want = committed_name(base) if base is not None else None
+        nexts = {n: int(m.group(1)) for n in bitmaps if (m := _NEXT.match(n))}
+        if want is not None and not lost:
+            if want not in bitmaps:
+                older = [n for n, b in nexts.items() if b < base]  # type: ignore[operator]
+                if older:  # died between commit and telling us: that bitmap covers the base's view
+                    actions.append(_act("add", node, want, persistent=bool(bitmaps[older[0]].get("persistent"))))
+                    actions += [_merge(node, want, n) for n in older]
+                    bitmaps[want] = {}
+                else:
+                    lost = f"bitmap {want} is missing (QEMU restarted, it was deleted, or the disk was replaced)"
+            elif nexts:  # died mid-cycle: what the dead cycle's bitmap saw goes back into the base's
+                actions += [_merge(node, want, n) for n in nexts]
+                actions.append(_act("enable", node, want))
+            elif not bitmaps[want].get("recording", True):
+                actions.append(_act("enable", node, want))
+        for n in bitmaps:
+            if n != want or lost:
+                actions.append(_act("remove", node, n))
+        if actions:
+            q.run("transaction", actions=actions)
+        if lost and base is not None:
+            warnings.append(f"disk {disk.index}: change tracking was lost ({lost}); "
+                            "this cycle reads the whole disk (a full scan resync)")
+            log.warning("disk %s: %s; full resync", disk.index, lost)
+        return not lost
+
+    # -- commit and failure ------------------------------------------------------------------------
+
+    def committed(self, disk: TrackedDisk, cycle: int) -> None:
+        spec = _spec(disk)
+        if spec is None:
+            return
+        self._base.pop(disk.uid, None)
+        with QmpSession(spec.qmp) as q:
+            bitmaps = {n: b for n, b in q.bitmaps(spec.node).items() if n.startswith(PREFIX)}
+            nexts = [n for n in bitmaps if _NEXT.match(n)]
+            new = committed_name(cycle)
+            if not nexts:
+                return  # told twice, or the cycle ran without bitmaps: nothing to move
+            actions = []
+            if new not in bitmaps:
+                actions.append(_act("add", spec.node, new, persistent=bool(bitmaps[nexts[0]].get("persistent"))))
+            actions += [_merge(spec.node, new, n) for n in nexts]
+            actions += [_act("remove", spec.node, n) for n in bitmaps if n != new]
+            q.run("transaction", actions=actions)
+
+    def failed(self, disk: TrackedDisk, cycle: int) -> None:
+        spec = _spec(disk)
+        if spec is None or disk.uid not in self._base:
+            return
+        base = self._base.pop(disk.uid)
+        if base is None:
+            return  # a full read failed: the next one is full again; the next regions cleans up
+        with QmpSession(spec.qmp) as q:
+            bitmaps = {n for n in q.bitmaps(spec.node) if n.startswith(PREFIX)}
+            want = committed_name(base)
+            if want not in bitmaps:
+                return  # the next regions sees the loss and resyncs
+            nexts = [n for n in bitmaps if _NEXT.match(n)]
+            actions = [_merge(spec.node, want, n) for n in nexts]
+            actions.append(_act("enable", spec.node, want))
+            actions += [_act("remove", spec.node, n) for n in nexts]
+            q.run("transaction", actions=actions)
+
+
+def _spec(disk: TrackedDisk) -> LiveSpec | None:
+    text = str(disk.path)
+    return LiveSpec.parse(text) if is_live_spec(text) else None
+
+
+def _act(what: str, node: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": f"block-dirty-bitmap-{what}", "data": {"node": node, "name": name, **extra}}
+
+
+def _merge(node: str, target: str, source: str) -> dict[str, Any]:
+    return {"type": "block-dirty-bitmap-merge", "data": {"node": node, "target": target, "bitmaps": [source]}}
+
+
+def _regions(source: LiveSource, bitmap: str) -> Iterator[Region]:
+    """Dirty runs split by allocation into CHANGED and ZERO; clean runs are UNCHANGED."""
+    for off, n, dirty in source.dirty_runs(bitmap):
+        if not dirty:
+            yield Region(off, n, Kind.UNCHANGED)
+            continue
+        for ext in _cover(source.extents(off, n), off, n):
+            yield Region(ext.offset, ext.length, Kind.CHANGED if ext.is_data else Kind.ZERO)
+
+
+def _cover(extents: Iterator[Extent], offset: int, length: int) -> Iterator[Extent]:
+    pos, end = offset, offset + length
+    for e in extents:
+        if e.length <= 0:
+            continue
+        if e.offset > pos:
+            yield Extent(pos, e.offset - pos, True)
+        yield e
+        pos = e.offset + e.length
+    if pos < end:
+        yield Extent(pos, end - pos, True)
