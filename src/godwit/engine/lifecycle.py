@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -64,13 +65,20 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              progress_for: Callable[[str], Any] | None = None,
              on_cycle: Callable[[CycleResult], None] | None = None,
              on_error: Callable[[str, GodwitError], None] | None = None,
-             stop_event: threading.Event | None = None) -> LoopReport:
+             stop_event: threading.Event | None = None, continuous: bool = False,
+             min_interval: float = 1.0) -> LoopReport:
     """The appliance loop: every enabled server gets a cycle when its interval has passed.
+
+    ``continuous``: a server's next cycle starts as soon as its previous one committed (and the
+    mover ran), at most once every ``min_interval`` seconds; the throttle still bounds the
+    upload. The RPO is then about one cycle's read and upload of the churn.
 
     With a local project the mover runs after each round, so one command keeps replicas current.
     An error in one server is reported and the loop goes on with the others.
     """
     interval = interval if interval is not None else project.config.replication.interval_seconds
+    if continuous:
+        interval = min_interval
     stop_event = stop_event or threading.Event()
     report = LoopReport()
     if threading.current_thread() is threading.main_thread():
@@ -110,7 +118,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
             report.applied += _run_mover(project, report, on_error)
         if once:
             break
-        stop_event.wait(1.0)
+        due = [interval - (time.monotonic() - t) for t in last_run.values()]
+        stop_event.wait(max(0.0, min([1.0, *due])) if continuous else 1.0)
     return report
 
 
@@ -161,6 +170,7 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                 last_cycle=last.number if last else None,
                 open_cycle=next((c.number for c in cycles if c.state == "open"), None),
                 rpo_seconds=(now - last.committed) if last and last.committed else None,
+                rpo_max_seconds=_rpo_max([c.committed for c in committed[-11:] if c.committed], now),
                 bytes_stored=sum(c.bytes_sent for c in committed if c.state == "committed"),
                 throughput_bps=(last.bytes_read / last.t_wall) if last and last.t_wall else None,
                 latest_recovery_point=rps[-1].number if rps else None,
@@ -171,6 +181,13 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                         for c in cycles[-10:]],
             ))
     return out
+
+
+def _rpo_max(commits: list[float], now: float) -> float | None:
+    """Just before each commit the RPO was the time since the one before: the worst such gap."""
+    if not commits:
+        return None
+    return max([b - a for a, b in itertools.pairwise(commits)] + [now - commits[-1]])
 
 
 def check_cache(project: Project, name: str) -> list[dict[str, Any]]:

@@ -62,6 +62,7 @@ class ServerStatus(_View):
     last_cycle: int | None
     open_cycle: int | None
     rpo_seconds: float | None
+    rpo_max_seconds: float | None = None  # the worst RPO over the last ten commits (and now)
     bytes_stored: int
     throughput_bps: float | None
     latest_recovery_point: int | None
