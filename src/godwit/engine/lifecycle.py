@@ -14,6 +14,7 @@ from typing import Any
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
+from godwit.sources.live import SpaceLowError
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 log = logging.getLogger("godwit.engine.lifecycle")
@@ -46,7 +47,14 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
     if server.state in ("added", "stopped"):
         raise ConflictError(f"replication of {name} is not enabled",
                             hint=f"run `godwit replicate start {name}`")
-    result = run_cycle(project, name, kind, progress=progress)
+    try:
+        result = run_cycle(project, name, kind, progress=progress)
+    except SpaceLowError as exc:  # a live disk's overlay would fill: wait for space (the loop retries)
+        if server.state != "paused":
+            with project.db.unit() as u:
+                u.servers.set_state(server.id, "paused", exc.message)
+                u.events.add("warning", f"replication paused: {exc.message}", server=name)
+        raise
     if server.state == "paused":  # the error that paused it is gone
         with project.db.unit() as u:
             u.servers.set_state(server.id, "replicating")

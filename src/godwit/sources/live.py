@@ -1,10 +1,16 @@
 """A disk of a running QEMU (or qemu-storage-daemon), read from an image-fleecing export.
 
-Spec: ``qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=/path/to/nbd.sock][&fleece_dir=DIR]``.
+Spec: ``qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR][&min_free_mib=N]``.
 ``node`` is the block node the guest writes (its format node, e.g. the qcow2 one); ``nbd`` is the
 unix socket of an NBD server the daemon already runs (QEMU runs at most one), else godwit starts
 one on a socket of its own; ``fleece_dir`` holds the temporary overlay (default: godwit's
 snapshot folder). The overlay must be on a filesystem the QEMU process can write.
+
+**Space guard.** The overlay grows with every cluster the guest overwrites during the cycle; if
+its filesystem filled, QEMU would fail the guest's writes. So a cycle does not start while that
+filesystem has less than ``min_free_mib`` (default 256) free, and a running one checks before
+every read and aborts (:class:`SpaceLowError`) below it: the overlay is dropped, the tracker
+merges its bitmap back, and the engine pauses the server until space returns.
 
 How a cycle reads it (libvirt's pull-mode backup, done over QMP with ``qemu.qmp``):
 
@@ -41,6 +47,11 @@ FORMAT = "qemu-live"  # the format recorded for such a disk
 FLEECE_PREFIX = "godwit-f-"
 DIRTY = 1  # NBD qemu:dirty-bitmap flag
 CONNECTIONS = 2
+MIN_FREE_MIB = 256
+
+
+class SpaceLowError(SourceError):
+    """The filesystem of a fleecing overlay is (nearly) full: the cycle stops before QEMU fails the guest."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class LiveSpec:
     node: str
     nbd: Path | None = None
     fleece_dir: Path | None = None
+    min_free_mib: int = MIN_FREE_MIB
 
     @classmethod
     def parse(cls, spec: str) -> LiveSpec:
@@ -58,16 +70,21 @@ class LiveSpec:
             raise UsageError(f"disk {spec!r} is not a live QEMU disk spec",
                              hint="write qemu+unix:///path/to/qmp.sock?node=NODE")
         q = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=False).items()}
-        unknown = set(q) - {"node", "nbd", "fleece_dir"}
+        unknown = set(q) - {"node", "nbd", "fleece_dir", "min_free_mib"}
         if "node" not in q or unknown:
             raise UsageError(f"disk {spec!r}: " + (f"unknown parameter {sorted(unknown)[0]!r}" if unknown
                                                    else "no node= given"),
                              hint="write qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR]")
+        free = q.get("min_free_mib", str(MIN_FREE_MIB))
+        if not free.isdigit():
+            raise UsageError(f"disk {spec!r}: min_free_mib must be a number of MiB")
         return cls(Path(parts.path), q["node"], Path(q["nbd"]) if "nbd" in q else None,
-                   Path(q["fleece_dir"]) if "fleece_dir" in q else None)
+                   Path(q["fleece_dir"]) if "fleece_dir" in q else None, int(free))
 
     def __str__(self) -> str:
         extra = "".join(f"&{k}={v}" for k, v in (("nbd", self.nbd), ("fleece_dir", self.fleece_dir)) if v)
+        if self.min_free_mib != MIN_FREE_MIB:
+            extra += f"&min_free_mib={self.min_free_mib}"
         return f"{SCHEME}://{self.qmp}?node={self.node}{extra}"
 
 
@@ -130,6 +147,7 @@ class LiveSource(DiskSource):
         q = self._monitor()
         name, node = self.name, self.spec.node
         self._fleece_dir.mkdir(parents=True, exist_ok=True)
+        self.check_space()
         _qemu_img("create", "-q", "-f", "qcow2", str(self.overlay), str(self.size))
         try:
             q.run("blockdev-add", driver="qcow2", **{"node-name": name}, backing=node,
@@ -195,6 +213,20 @@ class LiveSource(DiskSource):
             raise SourceError(f"{self.description}: the fleecing export is {self._reader.size} bytes, "
                               f"the disk {self.size}")
 
+    def check_space(self) -> None:
+        """Raise SpaceLowError when the overlay's filesystem has less than min_free_mib free.
+
+        Called before every read (a statvfs costs microseconds; a read, milliseconds)."""
+        st = os.statvfs(self._fleece_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < self.spec.min_free_mib << 20:
+            raise SpaceLowError(
+                f"{self.description}: only {free >> 20} MiB free where the fleecing overlay lives "
+                f"({self._fleece_dir}, below min_free_mib={self.spec.min_free_mib}); the cycle stops before "
+                "QEMU runs out of space for the guest's writes",
+                hint=f"free space in {self._fleece_dir} (replication resumes by itself), or move the overlay "
+                     "with &fleece_dir= in the disk's spec")
+
     def _monitor(self) -> QmpSession:
         if self.qmp is None:
             raise SourceError(f"{self.description} is closed")
@@ -205,6 +237,7 @@ class LiveSource(DiskSource):
     def read_into(self, offset: int, buf: memoryview) -> None:
         if not self.frozen:
             self.freeze()
+        self.check_space()
         self._reader.read_into(offset, buf)
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
