@@ -122,7 +122,10 @@ WRITER = textwrap.dedent("""
     while True:
         n = rng.randrange(4096, 65537) // 512 * 512
         off = rng.randrange(0, size - n) // 512 * 512
-        h.pwrite(rng.randbytes(n) if rng.random() < 0.8 else bytes(n), off)
+        if rng.random() < 0.8:
+            h.pwrite(rng.randbytes(n), off)
+        else:  # a discard-like zeroing: the cluster may read back as a hole (base:allocation zero)
+            h.zero(n, off)  # without CMD_FLAG_NO_HOLE QEMU may punch a hole
         sent += n
         ahead = sent / rate - (time.monotonic() - start)
         if ahead > 0:

@@ -18,7 +18,7 @@ from godwit.engine.mover import apply_server
 from godwit.errors import StoreError
 from godwit.migrate import migration
 from godwit.project.project import Project
-from godwit.sources.live import LiveSource
+from godwit.sources.live import DirtyRun, LiveSource
 from godwit.trackers import BitmapTracker, ScanTracker
 from tests.qemu_daemon import QemuDaemon, sha, start_writer
 
@@ -61,11 +61,11 @@ def dirty(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     said: list[int] = []
     runs = LiveSource.dirty_runs
 
-    def counted(self: LiveSource, bitmap: str) -> Iterator[tuple[int, int, bool]]:
+    def counted(self: LiveSource, bitmap: str) -> Iterator[DirtyRun]:
         said.append(0)
-        for off, n, is_dirty in runs(self, bitmap):
-            said[-1] += n if is_dirty else 0
-            yield off, n, is_dirty
+        for r in runs(self, bitmap):
+            said[-1] += r.length if r.dirty else 0
+            yield r
 
     monkeypatch.setattr(LiveSource, "dirty_runs", counted)
     return said
@@ -107,11 +107,12 @@ def test_cycles_under_a_writing_guest_are_bit_exact_views(project: Project, tmp_
             res = run_cycle(project, "s", tracker=tracker)
             assert _replica_sha(project, tmp_path) == views[-1]
             assert 0 < res.bytes_read <= dirty[-1] < SIZE  # only the dirty extents were read
+        assert writer.poll() is None, writer.stderr.read().decode() if writer.stderr else ""  # wrote throughout
     finally:
         writer.kill()
         writer.wait()
     assert _godwit_objects(daemon) == []  # export, job and overlay node all gone
-    assert not list((tmp_path / "fleece").glob("*.qcow2"))
+    assert not list((tmp_path / "fleece").glob("godwit-f-*"))
     assert [n for n in daemon.bitmaps() if n.startswith("godwit-")] == ["godwit-c4"]
     # The writes made during the last cycle are carried by the next one: now the disk is still.
     run_cycle(project, "s", tracker=tracker)
@@ -236,6 +237,7 @@ def test_scan_reads_the_frozen_view_too(project: Project, tmp_path: Path, daemon
         for _ in range(2):
             run_cycle(project, "s", tracker=ScanTracker())
             assert _replica_sha(project, tmp_path) == views[-1]
+        assert writer.poll() is None, writer.stderr.read().decode() if writer.stderr else ""  # wrote throughout
     finally:
         writer.kill()
         writer.wait()

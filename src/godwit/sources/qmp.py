@@ -19,7 +19,7 @@ from godwit.errors import SourceError
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
-WAIT_STEP = 0.02
+WAIT_STEP = 0.005
 
 # qemu.qmp logs every failed command at ERROR; the caller decides what an error means.
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from godwit.sources.base import DiskSource, Extent
+from godwit.sources.base import DiskSource
 from godwit.sources.live import LiveSource, LiveSpec, is_live_spec
 from godwit.sources.qmp import QmpSession
 from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
@@ -72,7 +72,7 @@ class BitmapTracker(ChangeTracker):
         assert q is not None
         node = source.spec.node
         want = committed_name(base) if base is not None else None
-        usable = self._recover(q, node, base, disk, source.warnings)
+        usable = self._recover(q, node, source.bitmaps, base, disk, source.warnings)
         persistent = source.driver == "qcow2"
         if not persistent and base is None:
             source.warnings.append(f"disk {disk.index} is a {source.driver} image: QEMU keeps dirty bitmaps only "
@@ -86,10 +86,11 @@ class BitmapTracker(ChangeTracker):
             source.freeze(add=next_name(base), persistent=persistent)
             yield from self._scan.regions(disk, source, base)
 
-    def _recover(self, q: QmpSession, node: str, base: int | None, disk: TrackedDisk,
-                 warnings: list[str]) -> bool:
-        """Bring the node's godwit bitmaps to one ``godwit-c<base>``; False if tracking was lost."""
-        bitmaps = {n: b for n, b in q.bitmaps(node).items() if n.startswith(PREFIX)}
+    def _recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
+                 disk: TrackedDisk, warnings: list[str]) -> bool:
+        """Bring the node's godwit bitmaps (``found`` when the source opened) to one
+        ``godwit-c<base>``; False if tracking was lost."""
+        bitmaps = {n: b for n, b in found.items() if n.startswith(PREFIX)}
         actions: list[dict[str, Any]] = []
         lost = ""
         for n, b in list(bitmaps.items()):
@@ -177,23 +178,7 @@ def _merge(node: str, target: str, source: str) -> dict[str, Any]:
 
 
 def _regions(source: LiveSource, bitmap: str) -> Iterator[Region]:
-    """Dirty runs split by allocation into CHANGED and ZERO; clean runs are UNCHANGED."""
-    for off, n, dirty in source.dirty_runs(bitmap):
-        if not dirty:
-            yield Region(off, n, Kind.UNCHANGED)
-            continue
-        for ext in _cover(source.extents(off, n), off, n):
-            yield Region(ext.offset, ext.length, Kind.CHANGED if ext.is_data else Kind.ZERO)
-
-
-def _cover(extents: Iterator[Extent], offset: int, length: int) -> Iterator[Extent]:
-    pos, end = offset, offset + length
-    for e in extents:
-        if e.length <= 0:
-            continue
-        if e.offset > pos:
-            yield Extent(pos, e.offset - pos, True)
-        yield e
-        pos = e.offset + e.length
-    if pos < end:
-        yield Extent(pos, end - pos, True)
+    """Dirty runs are CHANGED, or ZERO where they read as zeros now; clean runs are UNCHANGED."""
+    for r in source.dirty_runs(bitmap):
+        kind = (Kind.ZERO if r.zero else Kind.CHANGED) if r.dirty else Kind.UNCHANGED
+        yield Region(r.offset, r.length, kind)
