@@ -72,7 +72,7 @@ class BitmapTracker(ChangeTracker):
         assert q is not None
         node = source.spec.node
         want = committed_name(base) if base is not None else None
-        usable = self._recover(q, node, source.bitmaps, base, disk, source.warnings)
+        usable = self.recover(q, node, source.bitmaps, base, disk, source.warnings)
         persistent = source.driver == "qcow2"
         if not persistent and base is None:
             source.warnings.append(f"disk {disk.index} is a {source.driver} image: QEMU keeps dirty bitmaps only "
@@ -86,7 +86,7 @@ class BitmapTracker(ChangeTracker):
             source.freeze(add=next_name(base), persistent=persistent)
             yield from self._scan.regions(disk, source, base)
 
-    def _recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
+    def recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
                  disk: TrackedDisk, warnings: list[str]) -> bool:
         """Bring the node's godwit bitmaps (``found`` when the source opened) to one
         ``godwit-c<base>``; False if tracking was lost."""
