@@ -90,6 +90,18 @@ class QemuDaemon:
                 self._guest.shutdown()
             self._guest = None
 
+    def resize(self, size: int) -> None:
+        """Grow the disk (as a VM's block_resize would). The guest export does not share the
+        resize permission, so it is removed for the resize and added again."""
+        from godwit.sources.qmp import QmpSession
+
+        self.close_guest()
+        with QmpSession(self.qmp_sock) as q:
+            q.run("block-export-del", id="guest")
+            q.wait_until(lambda: "guest" not in q.export_ids(), "delete the guest export")
+            q.run("block_resize", **{"node-name": NODE}, size=size)
+            q.run("block-export-add", type="nbd", id="guest", **{"node-name": NODE}, writable=True)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         self.close_guest()
         if self.proc is not None:
