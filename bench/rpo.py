@@ -56,6 +56,7 @@ def _azurite_cache(stack: contextlib.ExitStack, workdir: Path) -> str:
     spec = importlib.util.spec_from_file_location("bench_azure", REPO / "bench" / "azure.py")
     assert spec is not None and spec.loader is not None
     az_mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_azure"] = az_mod  # dataclasses look their module up there
     spec.loader.exec_module(az_mod)
     binary = az_mod.find_tool("GODWIT_AZURITE", [REPO / ".tools/node_modules/.bin/azurite-blob"], "azurite-blob")
     if binary is None:

@@ -152,5 +152,10 @@ def start_writer(daemon: QemuDaemon, size: int, rate: float = 2e6, seed: int = 7
                             env=env, stderr=subprocess.PIPE)
 
 
+def kind_of(bitmap: str) -> str:
+    """A godwit bitmap's name without its random token: godwit-next-b1-1a2b3c4d -> godwit-next-b1."""
+    return bitmap.rsplit("-", 1)[0] if bitmap.startswith("godwit-next-") else bitmap
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

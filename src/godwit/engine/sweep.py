@@ -79,7 +79,8 @@ def _live(project: Project, server: str, idx: int, uid: str, spec: str, key: str
         marks = [b["name"] for b in node.get("dirty-bitmaps") or []
                  if str(b.get("name", "")).startswith(BITMAP_PREFIX) and b["name"] != f"godwit-c{base}"]
         out += [Leftover(server, idx, "bitmap", m, "kept (dry run)" if dry_run else
-                         "merged back or removed (tracker recovery)") for m in marks]
+                         "merged into the base's bitmap, kept until the next commit" if "-next-" in m
+                         else "removed (stale)") for m in marks]
         if dry_run:
             return out
         cleanup_leftovers(q, name, fleece_dir / f"{name}.qcow2", quiet=True, nodes=nodes)

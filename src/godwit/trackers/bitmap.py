@@ -1,23 +1,28 @@
 """The bitmap tracker: QEMU's dirty bitmaps say which clusters the guest wrote since a cycle.
 
-Bitmaps on the disk's node, named by what they track (the name is all the state there is, so a
-godwit that died leaves nothing ambiguous):
+Bitmaps on the disk's node, named by what they track (the names are all the state there is, so
+a godwit that died leaves nothing ambiguous):
 
 - ``godwit-c<N>``: every write since the point-in-time view of committed cycle N.
-- ``godwit-next-b<N>``: every write since the view of a cycle in flight whose base is N.
+- ``godwit-next-b<N>-<token>``: every write since the view of a cycle (in flight, failed or
+  killed) whose base is N. There may be several: each attempt adds one.
 
-A cycle with base N freezes (one QMP transaction, see ``sources.live``): add ``godwit-next-b<N>``,
-disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of ``godwit-c<N>`` from the
-frozen view, split by ``base:allocation`` into CHANGED and ZERO; the rest is UNCHANGED.
+A cycle with base N freezes (one QMP transaction, see ``sources.live``): add a new
+``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of
+``godwit-c<N>`` from the frozen view, split by ``base:allocation`` into CHANGED and ZERO; the
+rest is UNCHANGED.
 
-- ``committed(C)``: one transaction adds ``godwit-c<C>``, merges ``godwit-next-b<N>`` into it, and
-  removes ``godwit-next-b<N>`` and every older ``godwit-c*``.
-- ``failed``: one transaction merges ``godwit-next-b<N>`` back into ``godwit-c<N>``, re-enables
-  it and removes ``godwit-next-b<N>``: nothing the guest wrote is lost.
-- Killed in between: the next ``regions`` does what ``failed`` would have (a ``next`` bitmap with
-  the same base), or what ``committed`` would have (a ``next`` bitmap of an older base while
-  ``godwit-c<base>`` is missing: it was created at or before the base's view, and was never
-  disabled, so it holds a superset of the changes since).
+- ``committed(C)``: one transaction adds ``godwit-c<C>``, merges every ``next`` bitmap into it,
+  and removes them and every older ``godwit-c*``.
+- ``failed``: one transaction merges every ``next`` bitmap into ``godwit-c<N>`` and re-enables
+  it. The ``next`` bitmaps are *kept* until a commit: a resumed cycle reuses journaled packs read
+  from the failed attempt's view, and a write made after that view to such a block is known only
+  to that attempt's ``next`` bitmap; merged into ``godwit-c<C>`` at commit, the next cycle reads it.
+- Killed in between: the next ``regions`` does what ``failed`` would have (``next`` bitmaps of
+  the same base; without a base or with tracking lost they are just kept), or what ``committed``
+  would have (``next`` bitmaps of an older base while
+  ``godwit-c<base>`` is missing: they were created at or before the base's view, and never
+  disabled, so they hold a superset of the changes since).
 - Tracking lost: ``godwit-c<base>`` missing (a QEMU restart loses bitmaps added over QMP; someone
   deleted it; the image was replaced) or ``inconsistent`` (QEMU was killed): a warning (the cycle
   records it as an event) and a full ``scan`` of the disk, never a cycle that misses changes.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,7 +50,7 @@ log = logging.getLogger("godwit.tracker.bitmap")
 
 PREFIX = "godwit-"
 _COMMITTED = re.compile(r"godwit-c(\d+)$")
-_NEXT = re.compile(r"godwit-next-b(\d+)$")
+_NEXT = re.compile(r"godwit-next-b(\d+)-[0-9a-f]+$")
 
 
 def committed_name(cycle: int) -> str:
@@ -52,7 +58,7 @@ def committed_name(cycle: int) -> str:
 
 
 def next_name(base: int | None) -> str:
-    return f"godwit-next-b{base or 0}"
+    return f"godwit-next-b{base or 0}-{secrets.token_hex(4)}"
 
 
 class BitmapTracker(ChangeTracker):
@@ -100,22 +106,26 @@ class BitmapTracker(ChangeTracker):
                 del bitmaps[n]
         want = committed_name(base) if base is not None else None
         nexts = {n: int(m.group(1)) for n in bitmaps if (m := _NEXT.match(n))}
+        # A consistent next bitmap stays until a commit whatever happens (see the docstring):
+        # merged into godwit-c<C> then, it covers blocks a resumed cycle took from an older view.
+        keep = set(nexts)
         if want is not None and not lost:
             if want not in bitmaps:
                 older = [n for n, b in nexts.items() if b < base]  # type: ignore[operator]
-                if older:  # died between commit and telling us: that bitmap covers the base's view
+                if older:  # died between commit and telling us: those bitmaps cover the base's view
                     actions.append(_act("add", node, want, persistent=bool(bitmaps[older[0]].get("persistent"))))
                     actions += [_merge(node, want, n) for n in older]
-                    bitmaps[want] = {}
+                    keep.add(want)
                 else:
                     lost = f"bitmap {want} is missing (QEMU restarted, it was deleted, or the disk was replaced)"
-            elif nexts:  # died mid-cycle: what the dead cycle's bitmap saw goes back into the base's
+            else:
+                keep.add(want)
+                # Earlier attempts at this cycle: what they saw goes into what this one reads.
                 actions += [_merge(node, want, n) for n in nexts]
-                actions.append(_act("enable", node, want))
-            elif not bitmaps[want].get("recording", True):
-                actions.append(_act("enable", node, want))
+                if not bitmaps[want].get("recording", True):
+                    actions.append(_act("enable", node, want))
         for n in bitmaps:
-            if n != want or lost:
+            if n not in keep:
                 actions.append(_act("remove", node, n))
         if actions:
             q.run("transaction", actions=actions)
@@ -157,10 +167,9 @@ class BitmapTracker(ChangeTracker):
             want = committed_name(base)
             if want not in bitmaps:
                 return  # the next regions sees the loss and resyncs
-            nexts = [n for n in bitmaps if _NEXT.match(n)]
-            actions = [_merge(spec.node, want, n) for n in nexts]
+            # The next bitmaps stay: a resumed cycle's journaled blocks need them (docstring).
+            actions = [_merge(spec.node, want, n) for n in bitmaps if _NEXT.match(n)]
             actions.append(_act("enable", spec.node, want))
-            actions += [_act("remove", spec.node, n) for n in nexts]
             q.run("transaction", actions=actions)
 
 
