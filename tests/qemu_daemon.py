@@ -23,7 +23,7 @@ NODE = "disk0"
 
 class QemuDaemon:
     def __init__(self, folder: Path, *, fmt: str = "qcow2", size: int = 16 << 20, fleece_dir: Path | None = None,
-                 image: Path | None = None) -> None:
+                 image: Path | None = None, nbd_server: bool = True) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
@@ -31,6 +31,7 @@ class QemuDaemon:
         self.qmp_sock = folder / "qmp.sock"
         self.nbd_sock = folder / "nbd.sock"
         self.fleece_dir = fleece_dir
+        self.nbd_server = nbd_server  # False: no guest export; godwit must start QEMU's NBD server
         self.proc: subprocess.Popen[bytes] | None = None
         if not self.image.exists():
             subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(self.image), str(size)], check=True)
@@ -39,22 +40,24 @@ class QemuDaemon:
     @property
     def spec(self) -> str:
         extra = f"&fleece_dir={self.fleece_dir}" if self.fleece_dir else ""
-        return f"qemu+unix://{self.qmp_sock}?node={NODE}&nbd={self.nbd_sock}{extra}"
+        nbd = f"&nbd={self.nbd_sock}" if self.nbd_server else ""
+        return f"qemu+unix://{self.qmp_sock}?node={NODE}{nbd}{extra}"
 
     def start(self) -> QemuDaemon:
         for s in (self.qmp_sock, self.nbd_sock):
             s.unlink(missing_ok=True)
+        guest = ["--nbd-server", f"addr.type=unix,addr.path={self.nbd_sock}",
+                 "--export", f"type=nbd,id=guest,node-name={NODE},writable=on"] if self.nbd_server else []
         self.proc = subprocess.Popen(
             ["qemu-storage-daemon",
              "--blockdev", f"driver=file,filename={self.image},node-name=file0",
              "--blockdev", f"driver={self.fmt},file=file0,node-name={NODE}",
-             "--nbd-server", f"addr.type=unix,addr.path={self.nbd_sock}",
-             "--export", f"type=nbd,id=guest,node-name={NODE},writable=on",
+             *guest,
              "--chardev", f"socket,path={self.qmp_sock},server=on,wait=off,id=qmp0",
              "--monitor", "chardev=qmp0"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "qsd.log", "ab"))  # noqa: SIM115
         deadline = time.monotonic() + 20
-        while not (self.qmp_sock.exists() and self.nbd_sock.exists()):
+        while not (self.qmp_sock.exists() and (self.nbd_sock.exists() or not self.nbd_server)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("qemu-storage-daemon did not start: "
                                    + (self.folder / "qsd.log").read_text()[-500:])

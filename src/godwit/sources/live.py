@@ -31,22 +31,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from godwit.errors import SourceError, UsageError
+from godwit.errors import GodwitError, SourceError, UsageError
 from godwit.sources.base import DiskSource, Extent
+from godwit.sources.live_fleece import cleanup_leftovers, new_overlay
 from godwit.sources.qmp import QmpError, QmpSession
 
 SCHEME = "qemu+unix"
 FORMAT = "qemu-live"  # the format recorded for such a disk
 FLEECE_PREFIX = "godwit-f-"
-TEMPLATE_PREFIX = "godwit-empty-"  # not a leftover: kept for the next cycle
 DIRTY = 1  # NBD qemu:dirty-bitmap flag
 CONNECTIONS = 2
 MIN_FREE_MIB = 256
@@ -174,7 +172,7 @@ class LiveSource(DiskSource):
         name, node = self.name, self.spec.node
         self._fleece_dir.mkdir(parents=True, exist_ok=True)
         self.check_space()
-        _new_overlay(self.overlay, self.size)
+        new_overlay(self.overlay, self.size)
         try:
             q.run("blockdev-add", driver="qcow2", **{"node-name": name}, backing=node,
                   file={"driver": "file", "filename": str(self.overlay)})
@@ -200,10 +198,12 @@ class LiveSource(DiskSource):
         if self.spec.nbd is not None:
             return self.spec.nbd
         sock = self._fleece_dir / f"{self.name}.nbd"
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
+        if sock.exists():  # a godwit that died left its NBD server running in QEMU: ours to stop
+            with contextlib.suppress(QmpError):
+                q.run("nbd-server-stop")
+            sock.unlink(missing_ok=True)
         try:
-            q.run("nbd-server-start", addr={"type": "unix", "path": str(sock)})
+            q.run("nbd-server-start", addr={"type": "unix", "data": {"path": str(sock)}})  # the legacy form
         except QmpError as exc:
             raise SourceError(f"{self.description}: cannot start an NBD server in QEMU ({exc.message})",
                               hint="QEMU runs one NBD server at most: add &nbd=/path/to/its.sock "
@@ -330,7 +330,11 @@ class LiveSource(DiskSource):
                 self._dirty_handle.shutdown()
             self._dirty_handle = None
         if self.qmp is not None:
-            warnings += cleanup_leftovers(self.qmp, self.name, self.overlay, quiet=True)
+            try:
+                warnings += cleanup_leftovers(self.qmp, self.name, self.overlay, quiet=True)
+            except GodwitError as exc:  # QEMU gone or refusing: the next open cleans up; keep the cycle's error
+                warnings.append(f"{self.description}: fleecing teardown failed ({exc.message}); "
+                                "the next cycle or `godwit sources sweep` removes what is left")
             if self._started_nbd is not None:
                 with contextlib.suppress(SourceError):
                     self.qmp.run("nbd-server-stop")
@@ -369,59 +373,6 @@ class _Connections:
                 h.shutdown()
         self.handles.clear()
         return []
-
-
-def cleanup_leftovers(q: QmpSession, name: str, overlay: Path | None, *, quiet: bool = False,
-                      nodes: dict[str, Any] | None = None) -> list[str]:
-    """Remove the export, job and node called ``name`` (and the overlay file); returns warnings.
-
-    Export and job both hold the node: without the node (``nodes``, if given, is a fresh
-    query-named-block-nodes) neither can exist, so the common case costs one query.
-    """
-    found: list[str] = []
-    if name in (nodes if nodes is not None else q.nodes()):
-        exports, jobs = name in q.export_ids(), name in q.job_ids()
-        if exports:
-            found.append("export")
-            q.run("block-export-del", id=name, mode="hard")
-        if jobs:
-            found.append("job")
-            with contextlib.suppress(QmpError):  # it may have just concluded
-                q.run("block-job-cancel", device=name, force=True)
-        if exports:
-            q.wait_until(lambda: name not in q.export_ids(), f"delete export {name}")
-        if jobs:
-            q.wait_until(lambda: name not in q.job_ids(), f"end job {name}")
-        found.append("node")
-        q.run("blockdev-del", **{"node-name": name})
-    if overlay is not None and overlay.exists():
-        found.append("overlay")
-        overlay.unlink()
-    if found and not quiet:
-        return [f"removed the fleecing {', '.join(found)} {name} that an interrupted cycle left"]
-    return []
-
-
-def _new_overlay(path: Path, size: int) -> None:
-    """An empty qcow2 of ``size`` bytes: a copy of a template qemu-img made once (qemu-img costs
-    ~40 ms a run, a copy of its ~200 KiB well under 1 ms: it is a fixed cost of every cycle)."""
-    template = path.parent / f"{TEMPLATE_PREFIX}{size}.qcow2"
-    if not template.exists():
-        part = template.with_suffix(f".{os.getpid()}.part")
-        _qemu_img("create", "-q", "-f", "qcow2", str(part), str(size))
-        os.replace(part, template)
-    shutil.copyfile(template, path)
-
-
-def _qemu_img(*args: str) -> None:
-    try:
-        subprocess.run(["qemu-img", *args], check=True, capture_output=True, timeout=60)
-    except FileNotFoundError:
-        raise SourceError("qemu-img is not installed", hint="install qemu-utils") from None
-    except subprocess.CalledProcessError as exc:
-        said = exc.stderr.decode(errors="replace").strip().splitlines()
-        raise SourceError(f"qemu-img {args[0]} failed: {said[-1] if said else exc.returncode}",
-                          hint="check that the fleecing folder exists, is writable and has free space") from None
 
 
 def open_live(spec: str, *, temp_tag: str | None, snapshot_dir: Path | None) -> LiveSource:
