@@ -15,7 +15,8 @@ import pytest
 
 from tests.qemu_daemon import QemuDaemon, start_writer
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-storage-daemon") is None, reason="needs qemu-system-common")
+pytestmark = [pytest.mark.skipif(shutil.which("qemu-storage-daemon") is None, reason="needs qemu-system-common"),
+              pytest.mark.slow]  # godwit CLI subprocesses
 
 GODWIT = str(Path(sys.executable).with_name("godwit"))
 

@@ -19,7 +19,8 @@ from godwit.trackers import BitmapTracker
 from tests.integration.test_live_bitmap import KILL_MID_CYCLE
 from tests.qemu_daemon import QemuDaemon, kind_of
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-storage-daemon") is None, reason="needs qemu-system-common")
+pytestmark = [pytest.mark.skipif(shutil.which("qemu-storage-daemon") is None, reason="needs qemu-system-common"),
+              pytest.mark.slow]  # godwit CLI subprocesses
 
 GODWIT = Path(sys.executable).with_name("godwit")
 

@@ -235,7 +235,7 @@ path = "cache"          # relative to the project folder
 pack_size_mib = 32      # target size of a pack object
 
 [replication]
-tracker = "scan"        # change tracking: "scan" (re-hash blocks)
+tracker = "scan"        # change tracking: "scan" (re-hash blocks) or "bitmap" (QEMU dirty bitmaps)
 block_size_kib = 64
 hash = "xxh3-128"       # or "blake3"
 compression_level = 1   # zstd level
