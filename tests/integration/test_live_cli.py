@@ -50,6 +50,9 @@ def test_cli_adds_a_live_disk_and_replicates_it_continuously(tmp_path: Path) -> 
         [status] = json.loads(_godwit(root, "replicate", "status", "s", "--json"))
         assert status["last_cycle"] >= 4  # back to back, not every 300 s
         assert status["rpo_max_seconds"] is not None and status["rpo_max_seconds"] < 10
+        assert status["disks"][0]["rpo_max_seconds"] == status["rpo_max_seconds"]  # per disk too
+        table = _godwit(root, "replicate", "status", "s")
+        assert "(max " in table
         assert status["cycles"][-1]["consistency"] == "crash"
     finally:
         daemon.kill()

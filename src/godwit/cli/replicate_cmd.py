@@ -154,7 +154,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
             table.add_row(
                 s.server if first else "", str(d.index), d.state,
                 str(s.last_cycle or "-") + (f" (open: {s.open_cycle})" if s.open_cycle else ""),
-                human_age(s.rpo_seconds) + (f" (max {human_age(s.rpo_max_seconds)})" if s.rpo_max_seconds else ""),
+                human_age(d.rpo_seconds) + (f" (max {human_age(d.rpo_max_seconds)})" if d.rpo_max_seconds else ""),
                 human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
                 human_bytes(d.bytes_stored), f"{tp / 1e6:.0f}" if tp else "",
                 (last.bottleneck if last else "-") if first else "",

@@ -162,6 +162,8 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
             stored_by_disk: dict[int, int] = {}
             for row in u.cycles.disk_rows(waiting):
                 stored_by_disk[row.disk_id] = stored_by_disk.get(row.disk_id, 0) + row.bytes_sent
+            rpo = (now - last.committed) if last and last.committed else None
+            rpo_max = _rpo_max([c.committed for c in committed[-11:] if c.committed], now)
             disks = []
             for d in u.servers.disks(s.id):
                 r = per_disk.get(d.id)
@@ -171,14 +173,14 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                     last_cycle=last.number if last else None,
                     bytes_read=r.bytes_read if r else 0, bytes_sent=r.bytes_sent if r else 0,
                     bytes_changed=r.bytes_changed if r else 0, bytes_stored=stored_by_disk.get(d.id, 0),
-                    throughput_bps=(r.bytes_read / last.t_wall) if r and last and last.t_wall else None))
+                    throughput_bps=(r.bytes_read / last.t_wall) if r and last and last.t_wall else None,
+                    rpo_seconds=rpo, rpo_max_seconds=rpo_max))
             rps = u.points.for_server(s.id)
             out.append(ServerStatus(
                 server=s.name, state=s.state, error=s.error,
                 last_cycle=last.number if last else None,
                 open_cycle=next((c.number for c in cycles if c.state == "open"), None),
-                rpo_seconds=(now - last.committed) if last and last.committed else None,
-                rpo_max_seconds=_rpo_max([c.committed for c in committed[-11:] if c.committed], now),
+                rpo_seconds=rpo, rpo_max_seconds=rpo_max,
                 bytes_stored=sum(c.bytes_sent for c in committed if c.state == "committed"),
                 throughput_bps=(last.bytes_read / last.t_wall) if last and last.t_wall else None,
                 latest_recovery_point=rps[-1].number if rps else None,

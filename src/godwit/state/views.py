@@ -33,6 +33,8 @@ class DiskStatus(_View):
     bytes_changed: int
     bytes_stored: int  # sent by cycles still in the cache, not yet applied
     throughput_bps: float | None
+    rpo_seconds: float | None = None  # every cycle reads every disk: the server's, per disk for people
+    rpo_max_seconds: float | None = None
 
 
 class CycleStatus(_View):
