@@ -33,6 +33,8 @@ class DiskStatus(_View):
     bytes_changed: int
     bytes_stored: int  # sent by cycles still in the cache, not yet applied
     throughput_bps: float | None
+    rpo_seconds: float | None = None  # every cycle reads every disk: the server's, per disk for people
+    rpo_max_seconds: float | None = None
 
 
 class CycleStatus(_View):
@@ -74,6 +76,7 @@ class ServerStatus(_View):
     last_cycle: int | None
     open_cycle: int | None
     rpo_seconds: float | None
+    rpo_max_seconds: float | None = None  # the worst RPO over the last ten commits (and now)
     bytes_stored: int
     throughput_bps: float | None
     latest_recovery_point: int | None
