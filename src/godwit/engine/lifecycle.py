@@ -15,8 +15,8 @@ from godwit.engine import gateway_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
-from godwit.state.network import NetworkRecords
 from godwit.sources.live import SpaceLowError
+from godwit.state.network import NetworkRecords
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 log = logging.getLogger("godwit.engine.lifecycle")
