@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -62,7 +63,7 @@ class Service:
     url: str
     project: Path
     proc: subprocess.Popen[str]
-    verify: str | bool = True
+    verify: ssl.SSLContext | bool = True
     stderr: list[str] = field(default_factory=list)
 
     def client(self, token: str | None = None, **kw: object) -> httpx.Client:
@@ -71,7 +72,7 @@ class Service:
 
 
 @contextmanager
-def running(project: Path, *extra: str, verify: str | bool = True, timeout: float = 30) -> Iterator[Service]:
+def running(project: Path, *extra: str, verify: ssl.SSLContext | bool = True, timeout: float = 30) -> Iterator[Service]:
     """Start `godwit serve --port 0` and wait for its address; SIGTERM it at the end."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "godwit", "serve", "--port", "0", "-p", str(project), *extra],
