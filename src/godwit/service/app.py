@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from godwit import __version__
 from godwit.errors import ConflictError, GodwitError, NotFoundError, StoreError, UsageError
@@ -54,6 +55,15 @@ def _mover_loop(project: Project, interval: float, stop: threading.Event) -> Non
             log.exception("mover round failed")
 
 
+def _allowed(app: FastAPI, request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods
+
+
 def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
     from godwit.service.routers import appliances, events, migrations, replication, servers, system, tokens
 
@@ -72,7 +82,9 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
             if thread is not None:
                 thread.join(timeout=60)
 
-    app = FastAPI(title="godwit", version=__version__, lifespan=lifespan,
+    from godwit.service.routers import errors
+
+    app = FastAPI(title="godwit", version=__version__, lifespan=lifespan, responses=errors(400),
                   description="The godwit service: servers, replication, recovery points, migrations, "
                               "events, appliances and API tokens of one project.")
     app.state.project = project
@@ -86,9 +98,12 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
         return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status_of(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            headers["Allow"] = ", ".join(sorted(_allowed(app, request)))
         return JSONResponse({"error": str(exc.detail), "hint": None}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

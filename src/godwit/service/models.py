@@ -19,6 +19,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Request(_Body):
+    """A request body: strict, so `0` is not taken for `false` nor `"1"` for a number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
 class ErrorBody(_Body):
     error: str
     hint: str | None = None
@@ -29,7 +35,7 @@ class Health(_Body):
     version: str
 
 
-class ReplicationChange(_Body):
+class ReplicationChange(_Request):
     enabled: bool
 
 
@@ -70,13 +76,13 @@ class RecoveryPointView(_Body):
     disk_sizes: list[int]
 
 
-class TestMigrationRequest(_Body):
+class TestMigrationRequest(_Request):
     recovery_point: str = Field("latest", pattern=r"^(latest|[0-9]{1,18})$")
     format: Literal["raw", "vhd", "qcow2"] = "raw"
     folder: str | None = Field(None, pattern=FOLDER, description="under the service's export directory")
 
 
-class PlannedMigrationRequest(_Body):
+class PlannedMigrationRequest(_Request):
     format: Literal["raw", "vhd", "qcow2"] = "raw"
     folder: str | None = Field(None, pattern=FOLDER, description="under the service's export directory")
 
@@ -94,13 +100,13 @@ class CleanupResult(_Body):
     removed: list[str]
 
 
-class TokenRequest(_Body):
+class TokenRequest(_Request):
     name: str = Field(pattern=NAME)
     role: Literal["reader", "operator", "admin"]
     expires_in_days: float | None = Field(None, gt=0, lt=36500)
 
 
-class RegistrationRequest(_Body):
+class RegistrationRequest(_Request):
     name: str = Field(pattern=NAME)
     key: str = Field(max_length=128)
     servers: list[str] = Field(default_factory=list, max_length=1000)

@@ -16,7 +16,7 @@ from godwit.state.reports import MigrationView, Reports
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 router = APIRouter(prefix=f"{API}/servers", tags=["servers"], responses={**AUTHED, **errors(404)})
-ServerName = Path(pattern=NAME, max_length=63)
+ServerName = Path(pattern=NAME, max_length=63, examples=["web"])
 
 
 def visible_status(project: Project, who: Principal, name: str) -> ServerStatus:
