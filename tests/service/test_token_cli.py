@@ -21,6 +21,8 @@ def test_token_commands_and_the_service_agree(tmp_path: Path) -> None:
     assert secret not in listed and "ops" in listed and "viewer" in listed
     bad = godwit(project, "token", "create", "x", "--role", "root", ok=False)
     assert bad.returncode == 2 and "unknown role" in bad.stderr and "Traceback" not in bad.stderr
+    markup = godwit(project, "token", "create", "[red]x", ok=False)
+    assert markup.returncode == 2 and "[red]x" in markup.stderr
     missing = godwit(project, "token", "revoke", "42", ok=False)
     assert missing.returncode == 4 and "no token with id 42" in missing.stderr
     with running(project, "--mover-interval", "0") as svc, svc.client(secret) as c:

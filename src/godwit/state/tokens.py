@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from godwit.state.models import fits_int64
 Role = Literal["reader", "operator", "admin", "appliance"]
 ROLES: tuple[str, ...] = ("reader", "operator", "admin")  # what people may create; appliances register
 PREFIX = "gw_"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as the API's NAME: plain text in any table
 REGISTRATION_KEY = "service/registration-key-digest"  # the `meta` row holding the key's digest
 
 
@@ -77,8 +79,8 @@ class Tokens:
                appliance_id: int | None = None) -> NewToken:
         if role not in ROLES and not (role == "appliance" and appliance_id is not None):
             raise UsageError(f"unknown role {role!r}", hint="one of: " + ", ".join(ROLES))
-        if not name or len(name) > 64:
-            raise UsageError("a token's name must be 1 to 64 characters")
+        if not NAME_RE.match(name):
+            raise UsageError(f"a token's name must be 1 to 63 letters, digits, '.', '_' or '-', not {name!r}")
         if expires_in is not None and not 0 < expires_in < 100 * 365 * 86400:
             raise UsageError("a token's lifetime must be positive and under 100 years")
         secret = new_secret()
