@@ -140,6 +140,9 @@ def test_an_appliance_sees_and_acts_on_its_servers_only(service: Service, admin:
         assert c.get(f"{API}/appliances").status_code == 403
         beat = c.post(f"{API}/appliances/heartbeat")
         assert beat.status_code == 200 and beat.json()["last_seen"] is not None
+    with service.client(admin) as c:
+        assert 'godwit_appliance_heartbeat_age_seconds{appliance="a1"}' in c.get("/metrics").text
+        assert [a["name"] for a in c.get(f"{API}/appliances").json()] == ["a1"]
     with httpx.Client(base_url=service.url) as c:  # registering again revokes the old token
         c.post(f"{API}/appliances/register", json={"name": "a1", "key": key, "servers": []}).raise_for_status()
     with service.client(token) as c:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from godwit.project.project import Project
+from godwit.state.appliances import Appliances
 from godwit.state.reports import Reports
 
 
@@ -29,6 +30,7 @@ class StateCollector(Collector):
         with self.project.db.unit() as u:
             r = Reports(u.connection)
             sent, cycles, errors, waiting = r.bytes_sent(), r.cycles_by_state(), r.error_events(), r.oldest_unapplied()
+            appliances = Appliances(u.connection).all()
         status = lifecycle.status(self.project)
         b = CounterMetricFamily("godwit_bytes_sent", "Bytes committed cycles sent to the cache store",
                                 labels=["server", "path"])
@@ -51,6 +53,12 @@ class StateCollector(Collector):
         for s in status:
             lag.add_metric([s.server], max(0.0, now - waiting[s.server]) if s.server in waiting else 0.0)
         yield lag
+        hb = GaugeMetricFamily("godwit_appliance_heartbeat_age_seconds", "Seconds since each appliance's last "
+                               "heartbeat", labels=["appliance"])
+        for a in appliances:
+            if a.last_seen is not None:
+                hb.add_metric([a.name], max(0.0, now - a.last_seen))
+        yield hb
         e = CounterMetricFamily("godwit_error_events", "Error events logged", labels=["server"])
         for who, count in sorted(errors.items(), key=lambda kv: kv[0] or ""):
             e.add_metric([who or ""], count)
