@@ -65,7 +65,7 @@ def _allowed(app: FastAPI, request: Request) -> set[str]:
 
 
 def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
-    from godwit.service.routers import appliances, events, migrations, replication, servers, system, tokens
+    from godwit.service.routers import appliances, dashboard, events, migrations, replication, servers, system, tokens
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +113,6 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
         app.state.metrics.observe(request.method, route, response.status_code, time.perf_counter() - t0)
         return response
 
-    for module in (system, servers, replication, migrations, events, appliances, tokens):
+    for module in (system, servers, replication, migrations, events, appliances, tokens, dashboard):
         app.include_router(module.router)
     return app

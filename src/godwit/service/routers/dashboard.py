@@ -1,0 +1,79 @@
+"""The dashboard's pages (`/ui`): sign in with a token kept in an HttpOnly cookie, the servers'
+page, and its live updates as server-sent events. Read only: the cookie is accepted on these
+routes alone, so no API action can be triggered by a cross-site request riding on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from godwit.engine import lifecycle
+from godwit.project.project import Project
+from godwit.service.auth import project_of
+from godwit.service.dashboard import page
+from godwit.state.tokens import Tokens, TokenView
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+COOKIE = "godwit_token"
+#: Seconds between two updates of the stream.
+INTERVAL = 2.0
+
+
+def _who(request: Request, project: Project) -> TokenView | None:
+    with project.db.unit() as u:
+        token = Tokens(u.connection).authenticate(request.cookies.get(COOKIE), project.config.name)
+    return token if token is not None and token.role != "appliance" else None
+
+
+@router.get("/login")
+def login_form(project: Project = Depends(project_of)) -> HTMLResponse:
+    return HTMLResponse(page.login(project.config.name))
+
+
+@router.post("/login")
+async def login(request: Request, project: Project = Depends(project_of)) -> Response:
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    secret = (form.get("token") or [""])[0].strip()
+    with project.db.unit() as u:
+        token = Tokens(u.connection).authenticate(secret, project.config.name)
+    if token is None or token.role == "appliance":
+        return HTMLResponse(page.login(project.config.name, failed=True), status_code=401)
+    response = RedirectResponse("/ui", status_code=303)
+    response.set_cookie(COOKIE, secret, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                        path="/ui")
+    return response
+
+
+@router.get("")
+def dashboard(request: Request, project: Project = Depends(project_of)) -> Response:
+    if _who(request, project) is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, 20)))
+
+
+def _snapshot(project: Project) -> str:
+    servers = [{"server": s.server, "cells": page.cells(s), "progress": page.progress(s)}
+               for s in lifecycle.status(project)]
+    return json.dumps({"servers": servers, "updated": time.strftime("%H:%M:%S")})
+
+
+@router.get("/stream")
+def stream(request: Request, project: Project = Depends(project_of)) -> Response:
+    if _who(request, project) is None:
+        return Response(status_code=401)
+
+    async def events() -> AsyncIterator[str]:
+        while not await request.is_disconnected():
+            if await run_in_threadpool(_who, request, project) is None:  # revoked or expired meanwhile
+                return
+            yield f"event: status\ndata: {await run_in_threadpool(_snapshot, project)}\n\n"
+            await asyncio.sleep(INTERVAL)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
