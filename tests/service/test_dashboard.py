@@ -48,3 +48,40 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
     by_name = {s["server"]: s for s in data["servers"]}
     assert by_name["web"]["cells"]["state"] == "replicating" and by_name["web"]["progress"] == 1.0
     assert by_name["db"]["cells"]["state"] == "added" and by_name["db"]["progress"] == 0.0
+
+
+def _key(html: str) -> str:
+    import re
+
+    m = re.search(r'name="key" value="([0-9a-f]{64})"', html)
+    assert m, html
+    return m.group(1)
+
+
+def test_actions_go_through_a_confirmation_step(service: Service, admin: str) -> None:
+    from tests.service.harness import wait_for
+
+    reader, operator = create_token(service.project, "r", "reader"), create_token(service.project, "o", "operator")
+    with httpx.Client(base_url=service.url, cookies={"godwit_token": reader}) as c:
+        assert "Test migrate" not in c.get("/ui").text
+        assert c.get("/ui/servers/web/confirm", params={"action": "enable"}).status_code == 403
+        assert c.post("/ui/servers/web/enable", data={"key": "0" * 64}).status_code == 403
+    with httpx.Client(base_url=service.url, cookies={"godwit_token": operator}, timeout=60) as c:
+        assert "Test migrate" in c.get("/ui").text and 'aria-label="Test migrate: web"' in c.get("/ui").text
+        confirm = c.get("/ui/servers/web/confirm", params={"action": "enable"})
+        assert confirm.status_code == 200 and "Enable replication of web?" in confirm.text
+        assert c.post("/ui/servers/web/enable", data={"key": "f" * 64}).status_code == 403  # not this session's
+        with service.client(admin) as api:
+            assert api.get("/api/v1/servers/web").json()["state"] == "added"  # nothing done without the key
+        done = c.post("/ui/servers/web/enable", data={"key": _key(confirm.text)})
+        assert done.status_code == 200 and "Replication of web is enabled." in done.text
+        with service.client(admin) as api:
+            wait_for(lambda: api.get("/api/v1/servers/web").json()["latest_recovery_point"] == 1, what="point 1")
+        key = _key(c.get("/ui/servers/web/confirm", params={"action": "test"}).text)
+        test = c.post("/ui/servers/web/test", data={"key": key})
+        assert test.status_code == 200 and "Test migration of web at recovery point 1 written" in test.text
+        written = test.text.split("written: ", 1)[1].split("<", 1)[0]
+        assert open(written, "rb").read() == (service.project.parent / "web.raw").read_bytes()
+        again = c.post("/ui/servers/db/cleanup", data={"key": key})
+        assert again.status_code == 404 and "no test migration" in again.text
+        assert c.get("/ui/servers/zzz/confirm", params={"action": "test"}).status_code == 404

@@ -20,6 +20,7 @@ caption{text-align:left;font-weight:600;padding:.4rem 0}
 progress{width:8rem}
 label{display:block;margin:.5rem 0 .2rem}
 input,button{font:inherit;padding:.3rem .5rem}
+form.inline{display:inline;margin-right:.3rem}
 """
 
 SCRIPT = """
@@ -75,7 +76,9 @@ def login(project: str, failed: bool = False) -> str:
 <button type="submit">Sign in</button></form>""")
 
 
-def dashboard(project: str, servers: list[ServerStatus], events: list[Event]) -> str:
+def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *, actions: bool = False) -> str:
+    from godwit.service.dashboard.actions import buttons
+
     rows = []
     for s in servers:
         c = cells(s)
@@ -87,10 +90,12 @@ def dashboard(project: str, servers: list[ServerStatus], events: list[Event]) ->
             f"{round(p * 100)}%</progress></td>"
             f'<td data-key="last_cycle">{escape(c["last_cycle"])}</td><td data-key="rpo">{escape(c["rpo"])}</td>'
             f'<td data-key="throughput">{escape(c["throughput"])}</td><td data-key="point">{escape(c["point"])}</td>'
-            f'<td data-key="error" class="error">{escape(c["error"])}</td></tr>')
+            f'<td data-key="error" class="error">{escape(c["error"])}</td>'
+            + (f"<td>{buttons(s.server)}</td>" if actions else "") + "</tr>")
     table = ("<table><caption>Servers</caption><thead><tr>"
              + "".join(f'<th scope="col">{h}</th>' for h in ("server", "state", "initial replication", "last cycle",
-                                                          "RPO", "throughput", "recovery point", "error"))
+                                                          "RPO", "throughput", "recovery point", "error")
+                       + (("actions",) if actions else ()))
              + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     if not servers:
         table = "<p>No servers yet.</p>"

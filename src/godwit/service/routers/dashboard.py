@@ -1,23 +1,28 @@
 """The dashboard's pages (`/ui`): sign in with a token kept in an HttpOnly cookie, the servers'
-page, and its live updates as server-sent events. Read only: the cookie is accepted on these
-routes alone, so no API action can be triggered by a cross-site request riding on it."""
+page, and its live updates as server-sent events. The cookie is accepted on these
+routes alone; an action is asked for on a confirmation page and done by a POST carrying a key
+derived from the session's token, which a cross-site page cannot know."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from godwit.engine import lifecycle
+from godwit.errors import GodwitError
 from godwit.project.project import Project
-from godwit.service.auth import project_of
-from godwit.service.dashboard import page
+from godwit.service.app import status_of
+from godwit.service.auth import RANK, project_of
+from godwit.service.dashboard import actions, page
+from godwit.service.routers.servers import ServerName
 from godwit.state.tokens import Tokens, TokenView
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -53,9 +58,54 @@ async def login(request: Request, project: Project = Depends(project_of)) -> Res
 
 @router.get("")
 def dashboard(request: Request, project: Project = Depends(project_of)) -> Response:
-    if _who(request, project) is None:
+    who = _who(request, project)
+    if who is None:
         return RedirectResponse("/ui/login", status_code=303)
-    return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, 20)))
+    return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, 20),
+                                       actions=RANK[who.role] >= RANK["operator"]))
+
+
+def _operator(request: Request, project: Project) -> TokenView | Response:
+    who = _who(request, project)
+    if who is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    if RANK[who.role] < RANK["operator"]:
+        return HTMLResponse(actions.result_page(project.config.name, "Not allowed", "This needs the operator role.",
+                                                failed=True), status_code=403)
+    return who
+
+
+@router.get("/servers/{name}/confirm")
+def confirm(request: Request, name: str = ServerName, action: str = Query(pattern="^(enable|test|cleanup|planned)$"),
+            project: Project = Depends(project_of)) -> Response:
+    who = _operator(request, project)
+    if isinstance(who, Response):
+        return who
+    project.db.server(name)  # unknown: the API's 404
+    return HTMLResponse(actions.confirm_page(project.config.name, name, action,
+                                             actions.form_key(request.cookies[COOKIE])))
+
+
+@router.post("/servers/{name}/{action}")
+async def act(request: Request, name: str = ServerName, action: str = Path(pattern="^(enable|test|cleanup|planned)$"),
+              project: Project = Depends(project_of)) -> Response:
+    who = await run_in_threadpool(_operator, request, project)
+    if isinstance(who, Response):
+        return who
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0]
+    if not hmac.compare_digest(key, actions.form_key(request.cookies[COOKIE])):
+        return HTMLResponse(actions.result_page(project.config.name, "Not confirmed",
+                                                "This form is not from this session; start again from the servers.",
+                                                failed=True), status_code=403)
+    label = actions.ACTIONS[action][0]
+    out_dir = str(request.app.state.settings.export_dir / f"{name}-{action}-{int(time.time())}")
+    try:
+        message = await run_in_threadpool(actions.run, project, name, action, out_dir)
+    except GodwitError as exc:
+        return HTMLResponse(actions.result_page(project.config.name, f"{label} failed", exc.message, failed=True),
+                            status_code=status_of(exc))
+    return HTMLResponse(actions.result_page(project.config.name, f"{label}: done", message))
 
 
 def _snapshot(project: Project) -> str:
