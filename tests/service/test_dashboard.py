@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,7 +82,7 @@ def test_actions_go_through_a_confirmation_step(service: Service, admin: str) ->
         test = c.post("/ui/servers/web/test", data={"key": key})
         assert test.status_code == 200 and "Test migration of web at recovery point 1 written" in test.text
         written = test.text.split("written: ", 1)[1].split("<", 1)[0]
-        assert open(written, "rb").read() == (service.project.parent / "web.raw").read_bytes()
+        assert Path(written).read_bytes() == (service.project.parent / "web.raw").read_bytes()
         again = c.post("/ui/servers/db/cleanup", data={"key": key})
         assert again.status_code == 404 and "no test migration" in again.text
         assert c.get("/ui/servers/zzz/confirm", params={"action": "test"}).status_code == 404

@@ -43,12 +43,13 @@ def status_of(exc: GodwitError) -> int:
     return 409  # the request is valid but the system's state refused it (source, replica, migration)
 
 
-def _mover_loop(project: Project, interval: float, stop: threading.Event) -> None:
+def _mover_loop(project: Project, interval: float, stop: threading.Event, gate: threading.Lock) -> None:
     from godwit.engine.mover import run_mover
 
     while not stop.wait(interval):
         try:
-            run_mover(project)
+            with gate:
+                run_mover(project)
         except GodwitError as exc:
             log.error("mover: %s", exc.message)
         except Exception:  # the service must outlive one bad round; the next round retries
@@ -72,7 +73,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
         stop = threading.Event()
         thread = None
         if settings.mover_interval > 0:
-            thread = threading.Thread(target=_mover_loop, args=(project, settings.mover_interval, stop),
+            thread = threading.Thread(target=_mover_loop, args=(project, settings.mover_interval, stop, gate),
                                       name="godwit-mover", daemon=True)
             thread.start()
         try:
@@ -87,6 +88,10 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
     app = FastAPI(title="godwit", version=__version__, lifespan=lifespan, responses=errors(400),
                   description="The godwit service: servers, replication, recovery points, migrations, "
                               "events, appliances and API tokens of one project.")
+    # The in-process mover and this service's migrations take the apply locks in turn, not in a race
+    # (a migration would otherwise find its own service's mover holding the lock: a needless 409).
+    gate = threading.Lock()
+    app.state.apply_gate = gate
     app.state.project = project
     app.state.settings = settings
     app.state.metrics = Metrics(project)

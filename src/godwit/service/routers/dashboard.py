@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
@@ -75,6 +76,11 @@ def _operator(request: Request, project: Project) -> TokenView | Response:
     return who
 
 
+def _gated(gate: threading.Lock, project: Project, name: str, action: str, out_dir: str) -> str:
+    with gate:  # as the API's migrations: never racing this service's own mover
+        return actions.run(project, name, action, out_dir)
+
+
 @router.get("/servers/{name}/confirm")
 def confirm(request: Request, name: str = ServerName, action: str = Query(pattern="^(enable|test|cleanup|planned)$"),
             project: Project = Depends(project_of)) -> Response:
@@ -101,7 +107,7 @@ async def act(request: Request, name: str = ServerName, action: str = Path(patte
     label = actions.ACTIONS[action][0]
     out_dir = str(request.app.state.settings.export_dir / f"{name}-{action}-{int(time.time())}")
     try:
-        message = await run_in_threadpool(actions.run, project, name, action, out_dir)
+        message = await run_in_threadpool(_gated, request.app.state.apply_gate, project, name, action, out_dir)
     except GodwitError as exc:
         return HTMLResponse(actions.result_page(project.config.name, f"{label} failed", exc.message, failed=True),
                             status_code=status_of(exc))

@@ -34,8 +34,9 @@ def test_migration(request: Request, body: TestMigrationRequest, name: str = Ser
                    project: Project = Depends(project_of)) -> MigrationResultView:
     """Write the disks at a recovery point under the export directory; replication goes on."""
     project.db.server(name)  # an unknown server is a 404 before any folder is made
-    res = migration.test_migration(project, name, recovery_point=body.recovery_point, fmt=body.format,
-                                   out_dir=_out_dir(request, name, "test", body.folder))
+    with request.app.state.apply_gate:
+        res = migration.test_migration(project, name, recovery_point=body.recovery_point, fmt=body.format,
+                                       out_dir=_out_dir(request, name, "test", body.folder))
     return MigrationResultView(**asdict(res))
 
 
@@ -52,6 +53,7 @@ def planned_migration(request: Request, body: PlannedMigrationRequest, name: str
                       project: Project = Depends(project_of)) -> MigrationResultView:
     """Final cycle, apply, write the disks, mark the server migrated (no shutdown command over the API)."""
     project.db.server(name)
-    res = migration.planned_migration(project, name, fmt=body.format,
-                                      out_dir=_out_dir(request, name, "planned", body.folder))
+    with request.app.state.apply_gate:
+        res = migration.planned_migration(project, name, fmt=body.format,
+                                          out_dir=_out_dir(request, name, "planned", body.folder))
     return MigrationResultView(**asdict(res))
