@@ -26,7 +26,6 @@ def not_merged(part: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=f"network plane not merged yet: {part}")
 
 
-ROUTING = not_merged("[network] routing and the enforced private path (issue 9, items 1-3)")
 GATEWAY_STATE = not_merged("server state written to the gateway account after every cycle (item 4)")
 CHECK = not_merged("godwit network check (item 5)")
 STATUS = not_merged("the data-plane path recorded per cycle in replicate status (item 8)")

@@ -18,7 +18,6 @@ from tests.network.project import (
     DATA,
     GATEWAY_STATE,
     MIB,
-    ROUTING,
     STATUS,
     NetProject,
     make_disk,
@@ -81,7 +80,6 @@ def test_network_check_passes_on_the_planned_topology(net: Topology, tmp_path: P
     assert all(set(c) >= {"id", "status", "message", "fix"} for c in report["checks"])
 
 
-@ROUTING
 @GATEWAY_STATE
 @STATUS
 def test_replication_over_the_private_link_and_control_through_the_proxy(net: Topology, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from tests.network.project import (
     DATA,
     GATEWAY_STATE,
     MIB,
-    ROUTING,
     NetProject,
     make_disk,
     make_project,
@@ -58,7 +57,6 @@ PUBLIC_ANSWERS = pytest.mark.parametrize("privatelink", [True, False],
                                          ids=["privatelink-zone-holds-public", "no-private-zone"])
 
 
-@ROUTING
 @PUBLIC_ANSWERS
 def test_public_answer_is_refused_before_a_byte_leaves(net: Topology, tmp_path: Path, privatelink: bool) -> None:
     p = _project(net, tmp_path)
@@ -93,7 +91,6 @@ def test_blanket_blob_bypass_fails_the_check_naming_the_gateway(net: Topology, t
     assert any(net.gateway.name in c["message"] for c in failed), failed
 
 
-@ROUTING
 @GATEWAY_STATE
 def test_proxy_down_fails_the_control_plane_while_data_flows(net: Topology, tmp_path: Path) -> None:
     p = _project(net, tmp_path)
@@ -123,7 +120,6 @@ def test_proxy_down_fails_network_check_naming_the_proxy(net: Topology, tmp_path
     assert any(proxy in c["message"] for c in failed), failed
 
 
-@ROUTING
 def test_dns_change_mid_replication_is_an_event_and_the_next_cycle_refuses(net: Topology,
                                                                            tmp_path: Path) -> None:
     p = make_project(net, tmp_path / "proj", network=private_endpoint(net), throttle_mbps=40)  # ~3.4 s

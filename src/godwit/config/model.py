@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from godwit.config.network import NetworkConfig, parse_network
 from godwit.errors import ConfigError
 
 HASH_ALGORITHMS = ("xxh3-128", "blake3")
@@ -113,9 +114,11 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     #: The state/gateway storage account (Azure's ``gwsa…``): kind-specific, validated by its user.
     gateway: dict[str, Any] = field(default_factory=dict)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
-def parse(data: dict[str, Any]) -> Config:
+def parse(data: dict[str, Any], root: Path | None = None) -> Config:
+    """``root`` is the project folder, for relative paths (the current folder when None)."""
     data = dict(data)
     cfg = Config()
     project = _table(data, "project")
@@ -187,6 +190,7 @@ def parse(data: dict[str, Any]) -> Config:
     cfg.state.url = _take(state, "state", "url", str, "")
     _no_leftovers(state, "state")
     cfg.gateway = _table(data, "gateway")
+    cfg.network = parse_network(data.pop("network", None), root or Path("."))
     _no_leftovers(data, "top level")
     return cfg
 
@@ -220,7 +224,7 @@ def load(path: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse(data)
+    return parse(data, path.parent)
 
 
 DEFAULT_TOML = """\

@@ -15,6 +15,7 @@ from godwit.config import model as configmod
 from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
 from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError, UsageError
+from godwit.network.route import Router, router_for
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
 from godwit.state import StateDB
@@ -40,6 +41,7 @@ class Project:
     max_mbps_override: float | None = None
     bucket: TokenBucket | None = None
     _store_id: str | None = field(default=None, repr=False)
+    _router: Router | None = field(default=None, repr=False)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -63,14 +65,24 @@ class Project:
     def cache_dir(self) -> Path:
         return (self.root / self.config.cache.path).resolve()
 
-    # -- the cache store ---------------------------------------------------------------------
+    # -- the network plane and the cache store --------------------------------------------------
+
+    @property
+    def router(self) -> Router | None:
+        """The routing decision for every Azure request (``[network]``); None without that table."""
+        if self._router is None:
+            url = self.config.cache.options.get("account_url") if self.config.cache.kind == "azure" else None
+            self._router = router_for(self.config.network, url if isinstance(url, str) else None,
+                                      on_change=lambda change: self.db.event(
+                                          "error" if change.problems else "warning", change.describe()))
+        return self._router
 
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
             from godwit.stores.open import open_store
 
-            raw = open_store(self.config.cache, self.root)
+            raw = open_store(self.config.cache, self.root, self.router)
             schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
                                                self.config.replication.throttle.schedule)
 
@@ -127,7 +139,7 @@ class Project:
         points = [rp.number for rp in self.db.recovery_points(server.id)]
         newest = max((c.number for c in self.db.cycles(server.id)), default=0)
         return open_replica(self.config.replicas, self.root, server, disk, state_points=points,
-                            newest_cycle=newest)
+                            newest_cycle=newest, router=self.router)
 
     def close(self) -> None:
         if self._store is not None:

@@ -4,7 +4,8 @@ A replica belongs to one server and one disk by uid, never by name: a server rem
 again under the same name, or a state database restored from an older copy, must not pick up
 recovery points and undo journals that describe other content (issue 8.1). Local replicas live in
 ``replicas/<name>-<server uid>/disk<idx>-<disk uid>.*`` and record both uids in their points file;
-page blobs are named the same way (:func:`replica_name`); every kind is checked against the recovery points the state database holds before it is used.
+page blobs are named by both uids too (:func:`replica_name`); every kind is checked against the
+recovery points the state database holds before it is used.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from godwit.errors import ConfigError, ReplicaError
 from godwit.replicas.base import ReplicaDisk
 
 if TYPE_CHECKING:
+    from godwit.network.route import Router
     from godwit.state.db import Disk, Server
 
 
@@ -31,8 +33,10 @@ def local_replica_folder(replicas: ReplicaConfig, root: Path, server: Server) ->
 
 
 def open_replica(replicas: ReplicaConfig, root: Path, server: Server, disk: Disk, *,
-                 state_points: list[int] | None = None, newest_cycle: int = 0) -> ReplicaDisk:
+                 state_points: list[int] | None = None, newest_cycle: int = 0,
+                 router: Router | None = None) -> ReplicaDisk:
     """The replica of ``disk``; relative paths are taken from the project folder ``root``.
+    ``router`` (the project's ``[network]`` plane) routes a page-blob replica's every request.
 
     With ``state_points`` (the state's live recovery points) the replica must agree with them
     (see :func:`check_points`); ``newest_cycle`` is the highest cycle number the state knows.
@@ -46,7 +50,7 @@ def open_replica(replicas: ReplicaConfig, root: Path, server: Server, disk: Disk
     elif replicas.kind == "azure":
         from godwit.replicas.pageblob import open_pageblob_replica
 
-        replica = open_pageblob_replica(replicas.options, root, replica_name(server, disk))
+        replica = open_pageblob_replica(replicas.options, root, replica_name(server, disk), router)
     else:
         raise ConfigError(f"unknown replica kind {replicas.kind!r}")
     if state_points is not None:
