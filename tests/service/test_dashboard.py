@@ -86,3 +86,51 @@ def test_actions_go_through_a_confirmation_step(service: Service, admin: str) ->
         again = c.post("/ui/servers/db/cleanup", data={"key": key})
         assert again.status_code == 404 and "no test migration" in again.text
         assert c.get("/ui/servers/zzz/confirm", params={"action": "test"}).status_code == 404
+
+
+def test_the_stream_shows_a_running_initial_cycle(tmp_path: Path) -> None:
+    import threading
+
+    from tests.service.harness import make_project, running
+
+    project = make_project(tmp_path, None, servers=("slow",), size=8 << 20)
+    toml = project / "godwit.toml"
+    toml.write_text(toml.read_text().replace("# max_mbps = 100", "max_mbps = 4", 1))  # seconds to send
+    operator = create_token(project, "o", "operator")
+    seen: list[tuple[str, str, float]] = []
+    with running(project, "--mover-interval", "0") as svc:
+        with svc.client(operator) as api:
+            starting = threading.Thread(target=lambda: api.put("/api/v1/replications/slow", json={"enabled": True}))
+            starting.start()
+            with httpx.Client(base_url=svc.url, cookies={"godwit_token": operator}, timeout=60) as c, \
+                    c.stream("GET", "/ui/stream") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        s = json.loads(line[6:])["servers"][0]
+                        seen.append((s["cells"]["state"], s["cells"]["last_cycle"], s["progress"]))
+                        if s["cells"]["last_cycle"] == "1":
+                            break
+            starting.join()
+    assert ("replicating", "-") in [(state, last) for state, last, _p in seen], seen  # live, while it ran
+    assert [p for *_s, p in seen] == sorted(p for *_s, p in seen) and seen[-1] == ("replicating", "1", 1.0)
+
+
+def test_live_progress_of_a_running_cycle() -> None:
+    from godwit.service.dashboard.page import progress
+    from godwit.service.progress import LiveProgress
+    from godwit.state.views import ServerStatus
+
+    live = LiveProgress()
+    status = ServerStatus(server="s", state="replicating", error=None, last_cycle=None, open_cycle=1, rpo_seconds=None,
+                          bytes_stored=0, throughput_bps=None, latest_recovery_point=None, disks=[], cycles=[])
+    assert live.fraction("s") is None and progress(status, live.fraction("s")) == 0.0
+    with live.tracking("s") as report:
+        report(0, 1, 4)
+        report(1, 0, 4)
+        assert live.fraction("s") == 0.125 and progress(status, live.fraction("s")) == 0.125
+        report(0, 4, 4)
+        assert live.fraction("s") == 0.5
+        report(1, 4, 4)
+        assert live.fraction("s") == 1.0 and progress(status, 1.0) == 0.99  # read, not yet committed
+    assert live.fraction("s") is None
+    assert progress(status.model_copy(update={"last_cycle": 1})) == 1.0

@@ -19,6 +19,7 @@ from godwit import __version__
 from godwit.errors import ConflictError, GodwitError, NotFoundError, StoreError, UsageError
 from godwit.project.project import Project
 from godwit.service.metrics import Metrics
+from godwit.service.progress import LiveProgress
 from godwit.service.ratelimit import RateLimiter
 
 log = logging.getLogger("godwit.service")
@@ -95,6 +96,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
     app.state.project = project
     app.state.settings = settings
     app.state.metrics = Metrics(project)
+    app.state.progress = LiveProgress()
     app.state.registrations = RateLimiter(settings.registrations_per_minute, 60.0)
     project.store  # noqa: B018 - built once here, not lazily by two request threads at once
 

@@ -11,6 +11,7 @@ from godwit.engine import lifecycle
 from godwit.migrate import migration
 from godwit.project.project import Project
 from godwit.service.dashboard.page import page
+from godwit.service.progress import LiveProgress
 
 #: action -> (button label, the question the confirmation page asks)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -43,12 +44,13 @@ def confirm_page(project: str, name: str, action: str, key: str) -> str:
 <button type="submit">Confirm: {escape(label)}</button> <a href="/ui">Cancel</a></form>""")
 
 
-def run(project: Project, name: str, action: str, export_dir_for: str) -> str:
+def run(project: Project, name: str, action: str, export_dir_for: str, progress: LiveProgress) -> str:
     """Do the action; what to tell the user (a GodwitError propagates to the caller)."""
     from pathlib import Path
 
     if action == "enable":
-        lifecycle.start(project, name)
+        with progress.tracking(name) as report:
+            lifecycle.start(project, name, progress=report)
         return f"Replication of {name} is enabled."
     if action == "test":
         res = migration.test_migration(project, name, out_dir=Path(export_dir_for))

@@ -54,9 +54,12 @@ def cells(s: ServerStatus) -> dict[str, str]:
             "point": str(s.latest_recovery_point or "-"), "error": s.error or ""}
 
 
-def progress(s: ServerStatus) -> float:
-    """How far the initial replication is: 1 once any cycle is committed."""
-    return 1.0 if s.last_cycle is not None else 0.0
+def progress(s: ServerStatus, running: float | None = None) -> float:
+    """How far the initial replication is: 1 once any cycle is committed, else how far the
+    running initial cycle is (``running``, when this service runs it)."""
+    if s.last_cycle is not None:
+        return 1.0
+    return min(running, 0.99) if running is not None else 0.0  # all read is not yet committed
 
 
 def page(title: str, body: str, *, live: bool = False) -> str:

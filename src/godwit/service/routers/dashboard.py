@@ -23,13 +23,14 @@ from godwit.project.project import Project
 from godwit.service.app import status_of
 from godwit.service.auth import RANK, project_of
 from godwit.service.dashboard import actions, page
+from godwit.service.progress import LiveProgress
 from godwit.service.routers.servers import ServerName
 from godwit.state.tokens import Tokens, TokenView
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 COOKIE = "godwit_token"
 #: Seconds between two updates of the stream.
-INTERVAL = 2.0
+INTERVAL = 1.0
 
 
 def _who(request: Request, project: Project) -> TokenView | None:
@@ -76,9 +77,12 @@ def _operator(request: Request, project: Project) -> TokenView | Response:
     return who
 
 
-def _gated(gate: threading.Lock, project: Project, name: str, action: str, out_dir: str) -> str:
+def _gated(gate: threading.Lock, project: Project, name: str, action: str, out_dir: str,
+           progress: LiveProgress) -> str:
+    if action == "enable":  # a cycle, not an apply: the mover may run meanwhile
+        return actions.run(project, name, action, out_dir, progress)
     with gate:  # as the API's migrations: never racing this service's own mover
-        return actions.run(project, name, action, out_dir)
+        return actions.run(project, name, action, out_dir, progress)
 
 
 @router.get("/servers/{name}/confirm")
@@ -107,15 +111,16 @@ async def act(request: Request, name: str = ServerName, action: str = Path(patte
     label = actions.ACTIONS[action][0]
     out_dir = str(request.app.state.settings.export_dir / f"{name}-{action}-{int(time.time())}")
     try:
-        message = await run_in_threadpool(_gated, request.app.state.apply_gate, project, name, action, out_dir)
+        message = await run_in_threadpool(_gated, request.app.state.apply_gate, project, name, action, out_dir,
+                                          request.app.state.progress)
     except GodwitError as exc:
         return HTMLResponse(actions.result_page(project.config.name, f"{label} failed", exc.message, failed=True),
                             status_code=status_of(exc))
     return HTMLResponse(actions.result_page(project.config.name, f"{label}: done", message))
 
 
-def _snapshot(project: Project) -> str:
-    servers = [{"server": s.server, "cells": page.cells(s), "progress": page.progress(s)}
+def _snapshot(project: Project, live: LiveProgress) -> str:
+    servers = [{"server": s.server, "cells": page.cells(s), "progress": page.progress(s, live.fraction(s.server))}
                for s in lifecycle.status(project)]
     return json.dumps({"servers": servers, "updated": time.strftime("%H:%M:%S")})
 
@@ -129,7 +134,8 @@ def stream(request: Request, project: Project = Depends(project_of)) -> Response
         while not await request.is_disconnected():
             if await run_in_threadpool(_who, request, project) is None:  # revoked or expired meanwhile
                 return
-            yield f"event: status\ndata: {await run_in_threadpool(_snapshot, project)}\n\n"
+            snapshot = await run_in_threadpool(_snapshot, project, request.app.state.progress)
+            yield f"event: status\ndata: {snapshot}\n\n"
             await asyncio.sleep(INTERVAL)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from godwit.engine import lifecycle
 from godwit.project.project import Project
@@ -36,20 +36,22 @@ def get_replication(name: str = ServerName, who: Principal = Depends(require("re
 
 
 @router.put("/{name}", responses=errors(409))
-def change_replication(body: ReplicationChange, name: str = ServerName,
+def change_replication(request: Request, body: ReplicationChange, name: str = ServerName,
                        who: Principal = Depends(require("operator")),
                        project: Project = Depends(project_of)) -> ReplicationView:
     """Enable replication (the initial cycle runs now if none is committed) or stop it."""
     if body.enabled:
-        lifecycle.start(project, name)
+        with request.app.state.progress.tracking(name) as progress:
+            lifecycle.start(project, name, progress=progress)
     else:
         lifecycle.stop(project, name)
     return _view(visible_status(project, who, name))
 
 
 @router.post("/{name}/cycles", responses=errors(409, 503))
-def run_cycle(name: str = ServerName, who: Principal = Depends(require("operator", appliance=True)),
+def run_cycle(request: Request, name: str = ServerName, who: Principal = Depends(require("operator", appliance=True)),
               project: Project = Depends(project_of)) -> CycleResultView:
     """Run one cycle of the server now; it returns when the cycle is committed."""
     who.check_server(name)
-    return CycleResultView(**asdict(lifecycle.cycle(project, name)))
+    with request.app.state.progress.tracking(name) as progress:
+        return CycleResultView(**asdict(lifecycle.cycle(project, name, progress=progress)))
