@@ -98,19 +98,18 @@ def test_the_stream_shows_a_running_initial_cycle(tmp_path: Path) -> None:
     toml.write_text(toml.read_text().replace("# max_mbps = 100", "max_mbps = 4", 1))  # seconds to send
     operator = create_token(project, "o", "operator")
     seen: list[tuple[str, str, float]] = []
-    with running(project, "--mover-interval", "0") as svc:
-        with svc.client(operator) as api:
-            starting = threading.Thread(target=lambda: api.put("/api/v1/replications/slow", json={"enabled": True}))
-            starting.start()
-            with httpx.Client(base_url=svc.url, cookies={"godwit_token": operator}, timeout=60) as c, \
+    with running(project, "--mover-interval", "0") as svc, svc.client(operator) as api:
+        starting = threading.Thread(target=lambda: api.put("/api/v1/replications/slow", json={"enabled": True}))
+        starting.start()
+        with httpx.Client(base_url=svc.url, cookies={"godwit_token": operator}, timeout=60) as c, \
                     c.stream("GET", "/ui/stream") as stream:
-                for line in stream.iter_lines():
-                    if line.startswith("data: "):
-                        s = json.loads(line[6:])["servers"][0]
-                        seen.append((s["cells"]["state"], s["cells"]["last_cycle"], s["progress"]))
-                        if s["cells"]["last_cycle"] == "1":
-                            break
-            starting.join()
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    s = json.loads(line[6:])["servers"][0]
+                    seen.append((s["cells"]["state"], s["cells"]["last_cycle"], s["progress"]))
+                    if s["cells"]["last_cycle"] == "1":
+                        break
+        starting.join()
     assert ("replicating", "-") in [(state, last) for state, last, _p in seen], seen  # live, while it ran
     assert [p for *_s, p in seen] == sorted(p for *_s, p in seen) and seen[-1] == ("replicating", "1", 1.0)
 
