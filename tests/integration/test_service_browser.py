@@ -7,6 +7,7 @@ Set GODWIT_SCREENSHOTS=DIR to keep the screenshots (docs/dashboard*.png were mad
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -51,13 +52,20 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
                 starting.join()
             expect(row.locator('[data-key="point"]')).to_have_text("1", timeout=30_000)  # applied, no reload
             expect(row.get_by_role("progressbar")).to_have_attribute("value", "1")
+            with svc.client(operator) as api:  # two more cycles: the charts get a line
+                for _ in range(2):
+                    api.post("/api/v1/replications/web/cycles").raise_for_status()
+            expect(row.locator('[data-key="last_cycle"]')).to_have_text("3", timeout=15_000)
+            expect(row.locator('svg[data-chart="rpo"]')).to_have_attribute(
+                "aria-label", re.compile(r"^seconds between the last commits: \d+, \d+$"))
             page.screenshot(path=str(shots / "dashboard.png"))
             page.get_by_role("button", name="Test migrate: web").click()
             expect(page.get_by_role("heading")).to_have_text("Test migrate: web")
             page.screenshot(path=str(shots / "dashboard-confirm.png"))
             page.get_by_role("button", name="Confirm: Test migrate").click()
             status = page.get_by_role("status")
-            expect(status).to_contain_text("Test migration of web at recovery point 1 written", timeout=30_000)
+            expect(status).to_contain_text(re.compile(r"Test migration of web at recovery point [13] written"),
+                                           timeout=30_000)
             written = Path(status.inner_text().split("written: ", 1)[1].strip())
             assert written.read_bytes() == (tmp_path / "web.raw").read_bytes()
             page.get_by_role("link", name="Back to the servers").click()

@@ -47,6 +47,9 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
         assert next(lines) == "event: status"
         data = json.loads(next(lines).removeprefix("data: "))
     by_name = {s["server"]: s for s in data["servers"]}
+    assert any("&" in e["text"] and "<script>" in e["text"] for e in data["events"])  # raw text: JS sets textContent
+    assert by_name["web"]["charts"]["throughput"]["label"].startswith("throughput of the last cycles, MB/s: ")
+    assert by_name["db"]["charts"]["rpo"] == {"points": "", "label": "seconds between the last commits: none yet"}
     assert by_name["web"]["cells"]["state"] == "replicating" and by_name["web"]["progress"] == 1.0
     assert by_name["db"]["cells"]["state"] == "added" and by_name["db"]["progress"] == 0.0
 
@@ -133,3 +136,24 @@ def test_live_progress_of_a_running_cycle() -> None:
         assert live.fraction("s") == 1.0 and progress(status, 1.0) == 0.99  # read, not yet committed
     assert live.fraction("s") is None
     assert progress(status.model_copy(update={"last_cycle": 1})) == 1.0
+
+
+def test_charts_of_throughput_and_rpo_per_cycle() -> None:
+    from godwit.service.dashboard.page import CHART_H, charts
+    from godwit.state.views import CycleStatus, ServerStatus
+
+    def cycle(n: int, committed: float | None, read: int, wall: float) -> CycleStatus:
+        return CycleStatus(number=n, kind="delta", state="applied" if committed else "open", consistency="none",
+                           started=committed or 0.0, committed=committed, applied=None, bytes_read=read,
+                           bytes_changed=0, bytes_sent=0, packs=0, t_read=0, t_cpu=0, t_upload=0, t_throttle=0,
+                           t_wall=wall, bottleneck="source")
+
+    status = ServerStatus(server="s", state="replicating", error=None, last_cycle=3, open_cycle=4, rpo_seconds=1,
+                          bytes_stored=0, throughput_bps=None, latest_recovery_point=3, disks=[],
+                          cycles=[cycle(1, 100.0, 4_000_000, 2.0), cycle(2, 160.0, 1_000_000, 1.0),
+                                  cycle(3, 190.0, 0, 0.0), cycle(4, None, 0, 0.0)])
+    got = charts(status)
+    assert got["throughput"]["label"] == "throughput of the last cycles, MB/s: 2.0, 1.0, 0.0"
+    assert got["rpo"]["label"] == "seconds between the last commits: 60, 30"
+    ys = [float(p.split(",")[1]) for p in got["throughput"]["points"].split()]
+    assert ys[0] < ys[1] < ys[2] <= CHART_H  # higher throughput is drawn higher up

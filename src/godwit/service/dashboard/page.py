@@ -6,6 +6,7 @@ Every value that comes from the state (server names, event messages, errors) goe
 
 from __future__ import annotations
 
+import itertools
 import time
 from html import escape
 
@@ -34,10 +35,23 @@ stream.addEventListener("status", (ev) => {
     for (const [k, v] of Object.entries(s.cells)) cell(row, k, v);
     const bar = row.querySelector("progress");
     if (bar) { bar.value = s.progress; bar.textContent = Math.round(s.progress * 100) + "%"; }
+    for (const [name, chart] of Object.entries(s.charts)) {
+      const svg = row.querySelector('svg[data-chart="'+name+'"]');
+      if (!svg) { continue; }
+      svg.setAttribute("aria-label", chart.label);
+      svg.querySelector("polyline").setAttribute("points", chart.points);
+    }
   }
+  const list = document.getElementById("events");
+  list.replaceChildren(...data.events.map((e) => {
+    const li = document.createElement("li"); li.className = e.level; li.textContent = e.text; return li;
+  }));
   document.getElementById("updated").textContent = data.updated;
 });
 """
+
+
+CHART_W, CHART_H = 120, 28
 
 
 def _age(seconds: float | None) -> str:
@@ -52,6 +66,35 @@ def cells(s: ServerStatus) -> dict[str, str]:
     return {"state": s.state, "last_cycle": str(s.last_cycle or "-"), "rpo": _age(s.rpo_seconds),
             "throughput": f"{s.throughput_bps / 1e6:.1f} MB/s" if s.throughput_bps else "-",
             "point": str(s.latest_recovery_point or "-"), "error": s.error or ""}
+
+
+def charts(s: ServerStatus) -> dict[str, dict[str, str]]:
+    """Sparklines over the last ten cycles: throughput (MB/s read) and RPO (seconds between
+    commits, what the recovery point objective was at each), as SVG points and a spoken summary."""
+    stamps = [(c.committed, c) for c in s.cycles if c.committed is not None]
+    mbps = [c.bytes_read / c.t_wall / 1e6 if c.t_wall else 0.0 for _t, c in stamps]
+    gaps = [b - a for (a, _c), (b, _d) in itertools.pairwise(stamps)]
+    return {"throughput": _chart(mbps, "throughput of the last cycles, MB/s", "{:.1f}"),
+            "rpo": _chart(gaps, "seconds between the last commits", "{:.0f}")}
+
+
+def _chart(values: list[float], what: str, fmt: str) -> dict[str, str]:
+    if not values:
+        return {"points": "", "label": f"{what}: none yet"}
+    top = max(values) or 1.0
+    step = CHART_W / max(1, len(values) - 1)
+    points = " ".join(f"{i * step:.1f},{CHART_H - 2 - v / top * (CHART_H - 4):.1f}" for i, v in enumerate(values))
+    return {"points": points, "label": f"{what}: " + ", ".join(fmt.format(v) for v in values)}
+
+
+def _svg(name: str, chart: dict[str, str]) -> str:
+    return (f'<svg data-chart="{name}" role="img" aria-label="{escape(chart["label"])}" width="{CHART_W}" '
+            f'height="{CHART_H}" viewBox="0 0 {CHART_W} {CHART_H}"><polyline points="{chart["points"]}" '
+            f'fill="none" stroke="#0b4f9c" stroke-width="2"/></svg>')
+
+
+def event_text(e: Event) -> str:
+    return f'{time.strftime("%H:%M:%S", time.localtime(e.ts))} {e.level} {e.server or ""}: {e.message}'
 
 
 def progress(s: ServerStatus, running: float | None = None) -> float:
@@ -93,19 +136,18 @@ def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *,
             f"{round(p * 100)}%</progress></td>"
             f'<td data-key="last_cycle">{escape(c["last_cycle"])}</td><td data-key="rpo">{escape(c["rpo"])}</td>'
             f'<td data-key="throughput">{escape(c["throughput"])}</td><td data-key="point">{escape(c["point"])}</td>'
-            f'<td data-key="error" class="error">{escape(c["error"])}</td>'
+            + "".join(f"<td>{_svg(n, ch)}</td>" for n, ch in charts(s).items())
+            + f'<td data-key="error" class="error">{escape(c["error"])}</td>'
             + (f"<td>{buttons(s.server)}</td>" if actions else "") + "</tr>")
     table = ("<table><caption>Servers</caption><thead><tr>"
              + "".join(f'<th scope="col">{h}</th>' for h in ("server", "state", "initial replication", "last cycle",
-                                                          "RPO", "throughput", "recovery point", "error")
+                                                          "RPO", "throughput", "recovery point",
+                                                          "throughput over time", "RPO over time", "error")
                        + (("actions",) if actions else ()))
              + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     if not servers:
         table = "<p>No servers yet.</p>"
-    items = "".join(
-        f'<li class="{escape(e.level)}"><time datetime="{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e.ts))}Z">'
-        f'{time.strftime("%H:%M:%S", time.localtime(e.ts))}</time> {escape(e.level)} '
-        f'{escape(e.server or "")}: {escape(e.message)}</li>' for e in events)
+    items = "".join(f'<li class="{escape(e.level)}">{escape(event_text(e))}</li>' for e in events)
     return page(f"godwit {project}", f"""<h1>godwit — {escape(project)}</h1>
 <p>Updated <span id="updated" aria-live="polite">{time.strftime("%H:%M:%S")}</span></p>
-{table}<h2>Recent events</h2><ul aria-label="recent events">{items}</ul>""", live=True)
+{table}<h2>Recent events</h2><ul id="events" aria-label="recent events">{items}</ul>""", live=True)

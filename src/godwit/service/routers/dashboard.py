@@ -31,6 +31,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 COOKIE = "godwit_token"
 #: Seconds between two updates of the stream.
 INTERVAL = 1.0
+#: How many recent events the page lists.
+EVENTS = 20
 
 
 def _who(request: Request, project: Project) -> TokenView | None:
@@ -63,7 +65,7 @@ def dashboard(request: Request, project: Project = Depends(project_of)) -> Respo
     who = _who(request, project)
     if who is None:
         return RedirectResponse("/ui/login", status_code=303)
-    return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, 20),
+    return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, EVENTS),
                                        actions=RANK[who.role] >= RANK["operator"]))
 
 
@@ -120,9 +122,10 @@ async def act(request: Request, name: str = ServerName, action: str = Path(patte
 
 
 def _snapshot(project: Project, live: LiveProgress) -> str:
-    servers = [{"server": s.server, "cells": page.cells(s), "progress": page.progress(s, live.fraction(s.server))}
-               for s in lifecycle.status(project)]
-    return json.dumps({"servers": servers, "updated": time.strftime("%H:%M:%S")})
+    servers = [{"server": s.server, "cells": page.cells(s), "progress": page.progress(s, live.fraction(s.server)),
+                "charts": page.charts(s)} for s in lifecycle.status(project)]
+    events = [{"level": e.level, "text": page.event_text(e)} for e in project.db.events(None, EVENTS)]
+    return json.dumps({"servers": servers, "events": events, "updated": time.strftime("%H:%M:%S")})
 
 
 @router.get("/stream")
