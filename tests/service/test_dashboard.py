@@ -35,6 +35,7 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
         cookie = ok.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
         html = c.get("/ui").text
+        assert '<span id="data-path">a local folder (no network)</span>' in html
         assert 'data-server="web"' in html and 'data-server="db"' in html and "<caption>Servers</caption>" in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html and "<script>alert" not in html
         assert c.get("/api/v1/servers").status_code == 401  # the cookie opens the dashboard only

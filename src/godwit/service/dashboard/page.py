@@ -122,7 +122,8 @@ def login(project: str, failed: bool = False) -> str:
 <button type="submit">Sign in</button></form>""")
 
 
-def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *, actions: bool = False) -> str:
+def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *, actions: bool = False,
+              data_path: str = "") -> str:
     from godwit.service.dashboard.actions import buttons
 
     rows = []
@@ -149,5 +150,6 @@ def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *,
         table = "<p>No servers yet.</p>"
     items = "".join(f'<li class="{escape(e.level)}">{escape(event_text(e))}</li>' for e in events)
     return page(f"godwit {project}", f"""<h1>godwit — {escape(project)}</h1>
+<p>Data plane to the cache store: <span id="data-path">{escape(data_path)}</span></p>
 <p>Updated <span id="updated" aria-live="polite">{time.strftime("%H:%M:%S")}</span></p>
 {table}<h2>Recent events</h2><ul id="events" aria-label="recent events">{items}</ul>""", live=True)

@@ -66,7 +66,22 @@ def dashboard(request: Request, project: Project = Depends(project_of)) -> Respo
     if who is None:
         return RedirectResponse("/ui/login", status_code=303)
     return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, EVENTS),
-                                       actions=RANK[who.role] >= RANK["operator"]))
+                                       actions=RANK[who.role] >= RANK["operator"], data_path=data_path(project)))
+
+
+def data_path(project: Project) -> str:
+    """The path the cache store's requests take, as the network plane decides it (read once per page:
+    deciding may resolve names)."""
+    if project.config.cache.kind != "azure":
+        return "a local folder (no network)"
+    url = project.config.cache.options.get("account_url")
+    router = project.router
+    if router is None or not isinstance(url, str):
+        return "direct (no [network] table)"
+    try:
+        return router.route(url).path
+    except GodwitError as exc:
+        return f"refused: {exc.message}"
 
 
 def _operator(request: Request, project: Project) -> TokenView | Response:
