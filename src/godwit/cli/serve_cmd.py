@@ -18,16 +18,17 @@ def register(app: typer.Typer) -> None:
 @guarded
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free one; the address is printed).")] = 8443,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one; the address is printed).")
+                    ] = 8443,
     cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); with --key, serve HTTPS.")] = None,
     key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
     export_dir: Annotated[Path | None, typer.Option(
         help="Where migrations requested over the API write (default: PROJECT/exports).")] = None,
     mover_interval: Annotated[float, typer.Option(
-        help="Seconds between in-process mover rounds (0: no mover here).")] = 5.0,
+        min=0, help="Seconds between in-process mover rounds (0: no mover here).")] = 5.0,
     project: ProjectOpt = None,
 ) -> None:
-    """Serve the project's API (OpenAPI at /openapi.json, /healthz, /metrics) until interrupted.
+    """Serve the project's API (OpenAPI at /openapi.json, /healthz, /metrics) and dashboard (/ui).
 
     The state is the project's (SQLite by default; --database-url for PostgreSQL). Callers need a
     token from `godwit token create`.
