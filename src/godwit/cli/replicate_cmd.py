@@ -162,6 +162,12 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
                 str(s.latest_recovery_point or "-") if first else "")
     out.print(table)
     for s in rows:
+        net = s.network
+        if net.path or net.last_check:
+            verdict = "passed" if net.last_check_ok else "FAILED"
+            checked = f"{human_age(time.time() - net.last_check)} ago ({verdict})" if net.last_check else "never"
+            out.print(f"{s.server} network: {net.path or '-'}, {human_bytes(net.bytes_sent or 0)} sent in cycle "
+                      f"{net.cycle or '-'}; last network check: {checked}", markup=False)
         if s.error:
             err.print(styled((f"{s.server}: ", "red"), str(s.error)))
         if s.cycles:

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from godwit.engine import gateway_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
+from godwit.state.network import NetworkRecords
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 log = logging.getLogger("godwit.engine.lifecycle")
@@ -50,6 +52,7 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
         with project.db.unit() as u:
             u.servers.set_state(server.id, "replicating")
             u.servers.clear_disk_errors(server.id)
+    gateway_state.after_cycle(project, result)  # issue 9.4/9.8: the cycle's path; state to [gateway]
     return result
 
 
@@ -169,6 +172,7 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                                        if k not in ("id", "server_id", "manifest_key")},
                                     bottleneck=bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle))
                         for c in cycles[-10:]],
+                network=NetworkRecords(u.connection).status(last.id if last else None),
             ))
     return out
 

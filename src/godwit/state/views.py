@@ -55,6 +55,18 @@ class CycleStatus(_View):
     bottleneck: str
 
 
+class NetworkStatus(_View):
+    """The data-plane path of a server's last committed cycle, and the last ``network check``."""
+
+    path: str | None = None  # "private endpoint, direct to 10.1.0.5", "internet, via proxy URL", ...
+    data_plane: str | None = None
+    proxied: bool | None = None
+    bytes_sent: int | None = None
+    cycle: int | None = None
+    last_check: float | None = None  # time.time() of the last network check
+    last_check_ok: bool | None = None
+
+
 class ServerStatus(_View):
     server: str
     state: str
@@ -67,3 +79,4 @@ class ServerStatus(_View):
     latest_recovery_point: int | None
     disks: list[DiskStatus]
     cycles: list[CycleStatus]  # the last ten, oldest first
+    network: NetworkStatus = NetworkStatus()
