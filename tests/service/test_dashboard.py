@@ -22,6 +22,7 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
     finally:
         p.close()
     with httpx.Client(base_url=service.url) as c:
+        assert c.get("/").headers["location"] == "/ui"
         first = c.get("/ui")
         assert first.status_code == 303 and first.headers["location"] == "/ui/login"
         assert c.get("/ui/stream").status_code == 401

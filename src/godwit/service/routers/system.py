@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from godwit import __version__
@@ -11,6 +12,11 @@ from godwit.service.models import Health
 from godwit.service.routers import AUTHED
 
 router = APIRouter(tags=["system"])
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/ui", status_code=303)
 
 
 @router.get("/healthz")
