@@ -34,7 +34,8 @@ def _optional_subapps() -> None:
 
     for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
                          ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network"),
-                         ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.sources_cmd", "sources")):
+                         ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.sources_cmd", "sources"),
+                         ("godwit.cli.serve_cmd", "serve"), ("godwit.cli.token_cmd", "token")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:
@@ -55,9 +56,15 @@ def _root(
         "--database-url", envvar="GODWIT_DATABASE_URL", show_default=False,
         help="State database (postgresql+psycopg://USER@HOST/DB or sqlite:///PATH); "
              "overrides the url of the state table in godwit.toml.")] = None,
+    service: Annotated[str | None, typer.Option(
+        "--service", envvar="GODWIT_SERVICE", show_default=False,
+        help="Ask a running `godwit serve` at this URL instead of a local project (replicate status, "
+             "events); the token is read from $GODWIT_TOKEN.")] = None,
 ) -> None:
     if database_url:  # open_project reads it from the environment, for this process and its children
         os.environ["GODWIT_DATABASE_URL"] = database_url
+    if service:  # cli.remote reads it from the environment
+        os.environ["GODWIT_SERVICE"] = service
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -103,8 +110,13 @@ def events(
     from datetime import datetime
 
     bounded(limit, "--limit", 1, 1_000_000)
-    with project_from(project) as p:
-        rows = p.db.events(server, limit)
+    from godwit.cli.remote import service_client
+
+    if (remote := service_client()) is not None:
+        rows = remote.events(server, limit)
+    else:
+        with project_from(project) as p:
+            rows = p.db.events(server, limit)
     if json_:
         print_json([r.model_dump(mode="json") for r in rows])
         return

@@ -136,8 +136,13 @@ def run(
 def status(name: Annotated[str | None, typer.Argument()] = None, project: ProjectOpt = None,
            json_: JsonOpt = False) -> None:
     """Per server and disk: state, last cycle, bytes, throughput, RPO and the bottleneck."""
-    with project_from(project) as p:
-        rows = replication.status(p, name)
+    from godwit.cli.remote import service_client
+
+    if (remote := service_client()) is not None:
+        rows = remote.status(name)
+    else:
+        with project_from(project) as p:
+            rows = replication.status(p, name)
     if json_:
         print_json([r.model_dump(mode="json") for r in rows])
         return

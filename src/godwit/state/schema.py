@@ -127,3 +127,32 @@ migrations = Table(
     Column("created", Float, nullable=False),
     Column("state", String(16), nullable=False),  # done | cleaned
 )
+
+# The service (revision 0011): appliances, the servers each one replicates, and API tokens.
+appliances = Table(
+    "appliances", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("registered", Float, nullable=False),
+    Column("last_seen", Float),
+)
+
+appliance_servers = Table(
+    "appliance_servers", metadata,
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Only a SHA-256 digest of each secret is kept (tokens are 256-bit random: no slow hash needed).
+tokens = Table(
+    "tokens", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("project", String(64), nullable=False),
+    Column("role", String(16), nullable=False),  # reader | operator | admin | appliance
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE")),
+    Column("created", Float, nullable=False),
+    Column("expires", Float),
+    Column("revoked", Float),
+)

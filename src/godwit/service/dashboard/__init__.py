@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered pages and a server-sent-events stream (read only for now)."""

@@ -1,0 +1,74 @@
+"""Appliances: the on-premises machines that replicate servers and talk to the service.
+
+Each appliance is registered once with the project's registration key and is limited to the
+servers listed for it; its own token (role ``appliance``) sees and acts on those servers only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, select
+
+from godwit.errors import NotFoundError
+from godwit.state import schema as t
+
+
+class ApplianceView(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    name: str
+    registered: float
+    last_seen: float | None
+    servers: list[str]
+
+
+class Appliances:
+    """The appliances and appliance_servers tables, on one unit of work's connection."""
+
+    def __init__(self, c: Connection) -> None:
+        self.c = c
+
+    def _servers(self, appliance_id: int) -> list[str]:
+        rows = self.c.execute(select(t.servers.c.name).select_from(
+            t.appliance_servers.join(t.servers, t.appliance_servers.c.server_id == t.servers.c.id))
+            .where(t.appliance_servers.c.appliance_id == appliance_id).order_by(t.servers.c.name))
+        return [r.name for r in rows]
+
+    def _view(self, r: Any) -> ApplianceView:
+        return ApplianceView(id=r.id, name=r.name, registered=r.registered, last_seen=r.last_seen,
+                             servers=self._servers(r.id))
+
+    def all(self) -> list[ApplianceView]:
+        return [self._view(r) for r in self.c.execute(select(t.appliances).order_by(t.appliances.c.name))]
+
+    def find(self, name: str) -> ApplianceView | None:
+        r = self.c.execute(select(t.appliances).where(t.appliances.c.name == name)).first()
+        return self._view(r) if r is not None else None
+
+    def by_id(self, appliance_id: int) -> ApplianceView:
+        r = self.c.execute(select(t.appliances).where(t.appliances.c.id == appliance_id)).first()
+        if r is None:
+            raise NotFoundError(f"no appliance with id {appliance_id}")
+        return self._view(r)
+
+    def register(self, name: str, server_ids: list[int]) -> ApplianceView:
+        """Create the appliance, or take over the existing one of that name, with these servers."""
+        existing = self.find(name)
+        if existing is None:
+            aid = int(self.c.execute(t.appliances.insert().values(name=name, registered=time.time()))
+                      .inserted_primary_key[0])  # type: ignore[index]
+        else:
+            aid = existing.id
+            self.c.execute(t.appliances.update().where(t.appliances.c.id == aid).values(registered=time.time()))
+            self.c.execute(t.appliance_servers.delete().where(t.appliance_servers.c.appliance_id == aid))
+        for sid in sorted(set(server_ids)):
+            self.c.execute(t.appliance_servers.insert().values(appliance_id=aid, server_id=sid))
+        return self.by_id(aid)
+
+    def heartbeat(self, appliance_id: int) -> ApplianceView:
+        self.c.execute(t.appliances.update().where(t.appliances.c.id == appliance_id).values(last_seen=time.time()))
+        return self.by_id(appliance_id)
