@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 
 @guarded
 def migrate(
-    name: Annotated[str, typer.Argument(help="The server, or `cleanup` followed by the server.")],
+    name: Annotated[str | None, typer.Argument(help="The server, or `cleanup` followed by the server.",
+                                               show_default=False)] = None,
     target: Annotated[str | None, typer.Argument(help="With `cleanup`: the server.", show_default=False)] = None,
     test: Annotated[bool, typer.Option("--test", help="Test migration: replication keeps running.")] = False,
     recovery_point: Annotated[str, typer.Option("--recovery-point", "-r",
@@ -33,6 +34,10 @@ def migrate(
                                                                      "(a container name with pageblob).")] = None,
     shutdown_command: Annotated[str | None, typer.Option(help="Planned only: a shell command that shuts the "
                                                               "source down before the final cycle.")] = None,
+    wave: Annotated[str | None, typer.Option("--wave", help="Migrate every server of this wave instead of NAME "
+                                                           "({server} in --shutdown-command is each server's "
+                                                           "name).", show_default=False)] = None,
+    parallel: Annotated[int, typer.Option(help="With --wave: servers migrated at once.")] = 4,
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -44,6 +49,18 @@ def migrate(
     """
     from godwit.migrate import migration
 
+    if wave is not None:
+        if name is not None:
+            raise UsageError("give a server NAME or --wave, not both")
+        if out_dir is None:
+            raise UsageError("--out DIR is required")
+        from godwit.cli.wave_cmd import migrate_wave
+
+        migrate_wave(project, wave, test=test, out_dir=out_dir, fmt=fmt, recovery_point=recovery_point,
+                      shutdown_command=shutdown_command, parallel=parallel, json_=json_)
+        return
+    if name is None:
+        raise UsageError("give a server NAME or --wave NAME", hint="godwit migrate NAME [--test] --out DIR")
     with project_from(project) as p:
         if name == "cleanup" and target is not None:
             removed = migration.cleanup(p, target)

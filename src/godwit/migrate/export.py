@@ -7,6 +7,7 @@ final name is always complete. Zero runs are skipped (the output is sparse).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,7 +37,8 @@ def check_out_dir(out_dir: Path, need: int) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MigrationError(f"output folder {out_dir} cannot be created: {exc.strerror}") from None
-    probe = out_dir / ".godwit-write-test"
+    # Unique per call: a wave's servers check one folder at once, and must not unlink each other's probe.
+    probe = out_dir / f".godwit-write-test-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         probe.write_bytes(b"x")
         probe.unlink()

@@ -14,6 +14,7 @@ from godwit.state.events import Events
 from godwit.state.points import RecoveryPoints
 from godwit.state.records import MigrationRecords
 from godwit.state.servers import Servers
+from godwit.state.waves import Waves
 
 
 class Unit:
@@ -24,3 +25,4 @@ class Unit:
         self.points = RecoveryPoints(connection)
         self.migrations = MigrationRecords(connection)
         self.events = Events(connection)
+        self.waves = Waves(connection)

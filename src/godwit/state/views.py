@@ -67,3 +67,9 @@ class ServerStatus(_View):
     latest_recovery_point: int | None
     disks: list[DiskStatus]
     cycles: list[CycleStatus]  # the last ten, oldest first
+
+
+class WaveView(_View):
+    name: str
+    created: float
+    servers: list[str]  # in the order they were given

@@ -1,0 +1,120 @@
+"""`godwit wave`: create, list, show and remove waves (servers that cut over together)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from
+
+app = typer.Typer(help="Waves: groups of servers that are migrated together.", no_args_is_help=True)
+
+
+@app.command("create")
+@guarded
+def create(
+    name: Annotated[str, typer.Argument(help="Wave name (letters, digits, '.', '_', '-').")],
+    server: Annotated[list[str], typer.Option("--server", "-s", help="A server of the wave; repeat. A server "
+                                                                      "is in at most one wave.")],
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Create a wave of servers."""
+    from godwit.ops import waves
+
+    with project_from(project) as p:
+        wave = waves.create(p, name, server)
+    if json_:
+        print_json(wave.model_dump())
+        return
+    out.print(f"created wave {escape(wave.name)} with {len(wave.servers)} server(s): "
+              f"{escape(', '.join(wave.servers))}")
+
+
+@app.command("list")
+@guarded
+def list_(project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """List the waves and their servers."""
+    from godwit.ops import waves
+
+    with project_from(project) as p:
+        rows = waves.list_waves(p)
+    if json_:
+        print_json([w.model_dump() for w in rows])
+        return
+    if not rows:
+        out.print("no waves yet: `godwit wave create NAME --server A --server B`")
+        return
+    table = Table("wave", "servers", "created")
+    for w in rows:
+        table.add_row(escape(w.name), escape(", ".join(w.servers)),
+                      datetime.fromtimestamp(w.created).strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@app.command("show")
+@guarded
+def show(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """A wave's servers with their replication state."""
+    from godwit.ops import waves
+
+    with project_from(project) as p:
+        wave = waves.show(p, name)
+        states = {s: p.db.server(s).state for s in wave.servers}
+    if json_:
+        print_json({**wave.model_dump(), "states": states})
+        return
+    table = Table("server", "state", title=f"wave {escape(wave.name)}")
+    for s in wave.servers:
+        table.add_row(escape(s), states[s])
+    out.print(table)
+
+
+@app.command("remove")
+@guarded
+def remove(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """Remove a wave (its servers stay as they are)."""
+    from godwit.ops import waves
+
+    with project_from(project) as p:
+        waves.remove(p, name)
+    if json_:
+        print_json({"removed": name})
+    else:
+        out.print(f"removed wave {escape(name)}")
+
+
+def migrate_wave(project: Path | None, wave: str, *, test: bool, out_dir: Path, fmt: str, recovery_point: str,
+                  shutdown_command: str | None, parallel: int, json_: bool) -> None:
+    """`godwit migrate --wave`: every server's outcome, then an error if any failed."""
+    from godwit.errors import MigrationError, UsageError
+    from godwit.ops import waves
+
+    if not test and recovery_point != "latest":
+        raise UsageError("--recovery-point applies to --test only; a planned migration uses a final cycle")
+    with project_from(project) as p:
+        report = waves.migrate_wave(p, wave, test=test, out_dir=out_dir, fmt=fmt, recovery_point=recovery_point,
+                                    shutdown_command=shutdown_command, parallel=parallel)
+    if json_:
+        print_json({**asdict(report), "failed": [o.server for o in report.failed]})
+    else:
+        kind = "test migration" if test else "planned migration"
+        out.print(f"wave {escape(wave)}: {kind}, {parallel} at a time, {report.seconds:.1f}s")
+        for o in report.servers:
+            if o.ok:
+                out.print(f"  {escape(o.server)}: [green]ok[/] at recovery point {o.recovery_point} "
+                          f"({len(o.files)} file(s), {o.seconds:.1f}s), now {o.state}")
+            else:
+                out.print(f"  {escape(o.server)}: [red]FAILED[/]: {escape(o.error or '')}; now {o.state}")
+    bad = report.failed
+    if bad:
+        left = ", ".join(f"{o.server} ({o.state})" for o in bad)
+        raise MigrationError(f"wave {wave}: {len(bad)} of {len(report.servers)} server(s) failed: {left}",
+                             hint="the others are done; fix the failed ones and migrate them by name"
+                                  + ("" if test else " (they keep replicating)"))
