@@ -172,3 +172,15 @@ cutovers = Table(
     Column("created", Float, nullable=False),
     Column("result", Text),
 )
+
+# What `godwit plan` predicted, per server, so that `plan --review` can compare it with what happened.
+plan_predictions = Table(
+    "plan_predictions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("made", Float, nullable=False),
+    Column("initial_bytes", BigInteger, nullable=False),  # to send
+    Column("initial_seconds", Float),  # NULL: never finishes under the schedule
+    Column("final_seconds", Float),
+    Column("link_mbps", Float, nullable=False),
+)

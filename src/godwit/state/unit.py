@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 
 from godwit.state.cycle_rows import CycleRows
 from godwit.state.events import Events
+from godwit.state.measured import Measured
 from godwit.state.points import RecoveryPoints
 from godwit.state.records import MigrationRecords
 from godwit.state.servers import Servers
@@ -26,3 +27,4 @@ class Unit:
         self.migrations = MigrationRecords(connection)
         self.events = Events(connection)
         self.waves = Waves(connection)
+        self.measured = Measured(connection)

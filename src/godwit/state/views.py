@@ -73,3 +73,18 @@ class WaveView(_View):
     name: str
     created: float
     servers: list[str]  # in the order they were given
+
+
+class ChurnHour(_View):
+    hour: int  # of day, in the configured zone
+    bytes_changed: int
+    cycles: int
+    bytes_per_second: float | None
+
+
+class Prediction(_View):
+    made: float
+    initial_bytes: int
+    initial_seconds: float | None
+    final_seconds: float | None
+    link_mbps: float

@@ -1,4 +1,4 @@
-"""Waves and their members, the window enforcement log, scheduled cutovers.
+"""Waves and their members, the window enforcement log, scheduled cutovers, plan predictions.
 
 Revision ID: 0012
 Revises: 0001
@@ -53,8 +53,18 @@ def upgrade() -> None:
         sa.Column("created", sa.Float, nullable=False),
         sa.Column("result", sa.Text),
     )
+    op.create_table(
+        "plan_predictions",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("server_id", sa.Integer, sa.ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("made", sa.Float, nullable=False),
+        sa.Column("initial_bytes", sa.BigInteger, nullable=False),
+        sa.Column("initial_seconds", sa.Float),
+        sa.Column("final_seconds", sa.Float),
+        sa.Column("link_mbps", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("cutovers", "window_log", "wave_members", "waves"):
+    for table in ("plan_predictions", "cutovers", "window_log", "wave_members", "waves"):
         op.drop_table(table)
