@@ -108,6 +108,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
                     on_error(server.name, exc)
         if project.config.replicas.kind == "local" or project.config.cache.kind == "local":
             report.applied += _run_mover(project, report, on_error)
+        project.tick_windows()  # a window that passed with nothing sent is logged too
         if once:
             break
         stop_event.wait(1.0)

@@ -16,6 +16,7 @@ from godwit.state.points import RecoveryPoints
 from godwit.state.records import MigrationRecords
 from godwit.state.servers import Servers
 from godwit.state.waves import Waves
+from godwit.state.windowlog import WindowLog
 
 
 class Unit:
@@ -28,3 +29,4 @@ class Unit:
         self.events = Events(connection)
         self.waves = Waves(connection)
         self.measured = Measured(connection)
+        self.windows = WindowLog(connection)

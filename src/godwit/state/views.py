@@ -88,3 +88,17 @@ class Prediction(_View):
     initial_seconds: float | None
     final_seconds: float | None
     link_mbps: float
+
+
+class WindowLogEntry(_View):
+    window: str  # "08:00-18:00"
+    scope: str  # all | server:NAME | wave:NAME
+    kind: str  # cap | blackout
+    cap_mbps: float | None
+    started: float
+    ended: float | None
+    bytes: int
+    busy_seconds: float
+    avg_mbps: float
+    max_mbps: float  # the busiest 10-s slot
+    kept: bool
