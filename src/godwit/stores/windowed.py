@@ -47,9 +47,9 @@ class WindowedStore(ObjectStore):
         for scope in scopes:
             if scope != ALL and scope in self.calendar.scopes:
                 b = self._bucket(scope)
-                held = b.held_seconds
+                before = b.held_seconds
                 paid.append(b.consume(len(data)))
-                self.bucket.add_held(b.held_seconds - held)  # the cycle's throttle time counts every scope
+                self.bucket.add_held(b.held_seconds - before)  # the cycle's throttle time counts every scope
         t0 = self._clock()
         self.inner.put(key, data, overwrite=overwrite)
         if self.meter is not None:
