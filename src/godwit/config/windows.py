@@ -11,6 +11,7 @@ day the clocks go back lasts 11 hours, and its transitions are at the right inst
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,7 +82,8 @@ class Calendar:
     defaults: dict[str, float] = field(default_factory=dict)  # scope → max_mbps
 
     def local(self, ts: float) -> datetime:
-        return datetime.fromtimestamp(ts, self.zone)
+        # Whole seconds: windows change on minutes, and fromtimestamp would round up a hair's breadth.
+        return datetime.fromtimestamp(math.floor(ts), self.zone)
 
     def active(self, ts: float) -> list[Occurrence]:
         """The occurrences of every window active at instant ``ts``."""
