@@ -38,6 +38,9 @@ def migrate(
                                                            "({server} in --shutdown-command is each server's "
                                                            "name).", show_default=False)] = None,
     parallel: Annotated[int, typer.Option(help="With --wave: servers migrated at once.")] = 4,
+    at: Annotated[str | None, typer.Option("--at", help="Planned only: run it at this time (YYYY-MM-DDTHH:MM, "
+                                                       "local unless it has an offset) from `replicate run`.",
+                                           show_default=False)] = None,
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -45,10 +48,17 @@ def migrate(
 
     `--test` writes the disks at a recovery point and leaves replication running. Without it: the
     optional shutdown command, a final cycle, apply, write the disks, stop replication.
-    `godwit migrate cleanup NAME` removes a test migration's files.
+    `godwit migrate cleanup NAME` removes a test migration's files. With `--at` the planned
+    migration is scheduled; `godwit migrate scheduled` lists, `godwit migrate cancel ID` cancels.
     """
     from godwit.migrate import migration
 
+    if at is not None or (name in ("scheduled", "cancel") and wave is None):
+        from godwit.cli.wave_cmd import scheduled_cutovers
+
+        scheduled_cutovers(project, name, target, wave=wave, at=at, test=test, out_dir=out_dir, fmt=fmt,
+                           shutdown_command=shutdown_command, parallel=parallel, json_=json_)
+        return
     if wave is not None:
         if name is not None:
             raise UsageError("give a server NAME or --wave, not both")

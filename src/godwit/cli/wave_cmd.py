@@ -118,3 +118,52 @@ def migrate_wave(project: Path | None, wave: str, *, test: bool, out_dir: Path, 
         raise MigrationError(f"wave {wave}: {len(bad)} of {len(report.servers)} server(s) failed: {left}",
                              hint="the others are done; fix the failed ones and migrate them by name"
                                   + ("" if test else " (they keep replicating)"))
+
+
+def scheduled_cutovers(project: Path | None, name: str | None, target: str | None, *, wave: str | None,
+                       at: str | None, test: bool, out_dir: Path | None, fmt: str, shutdown_command: str | None,
+                       parallel: int, json_: bool) -> None:
+    """`godwit migrate NAME|--wave NAME --at TIME`, `migrate scheduled`, `migrate cancel ID`."""
+    from godwit.errors import UsageError
+    from godwit.ops import cutover
+
+    with project_from(project) as p:
+        if at is None and name == "scheduled":
+            rows = cutover.scheduled(p)
+            if json_:
+                print_json([c.model_dump() for c in rows])
+                return
+            if not rows:
+                out.print("no scheduled cutover")
+            for c in rows:
+                at_s = datetime.fromtimestamp(c.at).strftime("%Y-%m-%d %H:%M")
+                out.print(escape(f"{c.id}: {c.target_kind} {c.target} at {at_s}: {c.state}"))
+            return
+        if at is None and name == "cancel":
+            if target is None or not target.isdigit():
+                raise UsageError("godwit migrate cancel ID", hint="`godwit migrate scheduled` lists the ids")
+            c = cutover.cancel(p, int(target))
+            if json_:
+                print_json(c.model_dump())
+            else:
+                out.print(escape(f"cancelled cutover {c.id} of {c.target_kind} {c.target}"))
+            return
+        if test:
+            raise UsageError("--at schedules a planned migration; a test migration runs now")
+        if out_dir is None:
+            raise UsageError("--out DIR is required")
+        if (name is None) == (wave is None) or target is not None:
+            raise UsageError("give a server NAME or --wave NAME with --at")
+        try:
+            when = datetime.fromisoformat(at or "")
+        except ValueError:
+            raise UsageError(f"--at {at!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+        when = when if when.tzinfo is not None else when.astimezone()
+        c = cutover.schedule(p, wave or name or "", wave=wave is not None, at=when.timestamp(), out_dir=out_dir,
+                             fmt=fmt, shutdown_command=shutdown_command, parallel=parallel)
+    if json_:
+        print_json(c.model_dump())
+    else:
+        out.print(escape(f"cutover {c.id}: planned migration of {c.target_kind} {c.target} at "
+                         f"{when:%Y-%m-%d %H:%M %Z}; `godwit replicate run` runs it, "
+                         f"`godwit migrate cancel {c.id}` cancels it"))

@@ -64,7 +64,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              progress_for: Callable[[str], Any] | None = None,
              on_cycle: Callable[[CycleResult], None] | None = None,
              on_error: Callable[[str, GodwitError], None] | None = None,
-             stop_event: threading.Event | None = None) -> LoopReport:
+             stop_event: threading.Event | None = None,
+             on_round: Callable[[], None] | None = None) -> LoopReport:
     """The appliance loop: every enabled server gets a cycle when its interval has passed.
 
     With a local project the mover runs after each round, so one command keeps replicas current.
@@ -109,6 +110,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
         if project.config.replicas.kind == "local" or project.config.cache.kind == "local":
             report.applied += _run_mover(project, report, on_error)
         project.tick_windows()  # a window that passed with nothing sent is logged too
+        if on_round is not None:  # e.g. scheduled cutovers that are due (ops.cutover)
+            on_round()
         if once:
             break
         stop_event.wait(1.0)

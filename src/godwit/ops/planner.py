@@ -61,11 +61,13 @@ class PlanReport:
     suggestion: Suggestion | None = None
 
 
-def schedule_rate(project: Project) -> RateAt:
-    from godwit.config.schedule import BandwidthSchedule
+def schedule_rate(project: Project, wave: str | None = None) -> tuple[RateAt, tzinfo | None]:
+    """The cap of the windows calendar (caps and blackouts, for all and for the wave) and its zone."""
+    from godwit.config.windows import ALL, calendar
 
-    throttle = project.config.replication.throttle
-    return BandwidthSchedule.parse(throttle.max_mbps, throttle.schedule).mbps_at
+    t = project.config.replication.throttle
+    cal = calendar(t.zone, t.max_mbps, t.schedule, list(t.blackout), t.scoped)
+    return cal.rate_at((ALL, f"wave:{wave}") if wave else (ALL,)), cal.zone
 
 
 def _server_plan(inp: ServerInputs, *, now: float, rate_at: RateAt, link: float, tz: tzinfo | None,
@@ -127,7 +129,8 @@ def plan(project: Project, *, servers: list[str] | None = None, wave: str | None
             servers = u.waves.get(wave).servers
     elif servers is None:
         servers = [s.name for s in project.db.servers() if s.state != "migrated"]
-    rate_at = schedule_rate(project)
+    rate_at, zone = schedule_rate(project, wave)
+    tz = tz if tz is not None else zone
     plans = [_server_plan(server_inputs(project, s, link=link, now=now), now=now, rate_at=rate_at, link=link,
                           tz=tz, interval=interval, gap=gap) for s in servers]
     report = PlanReport(now, link, link_from, interval, plans, wave=wave)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from godwit.state.cutovers import Cutovers
 from godwit.state.cycle_rows import CycleRows
 from godwit.state.events import Events
 from godwit.state.measured import Measured
@@ -30,3 +31,4 @@ class Unit:
         self.waves = Waves(connection)
         self.measured = Measured(connection)
         self.windows = WindowLog(connection)
+        self.cutovers = Cutovers(connection)

@@ -102,3 +102,14 @@ class WindowLogEntry(_View):
     avg_mbps: float
     max_mbps: float  # the busiest 10-s slot
     kept: bool
+
+
+class CutoverView(_View):
+    id: int
+    target: str
+    target_kind: str  # server | wave
+    at: float
+    options: dict[str, object]  # out, format, shutdown_command, parallel
+    state: str  # scheduled | running | done | failed | cancelled
+    created: float
+    result: dict[str, object] | None
