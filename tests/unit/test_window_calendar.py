@@ -113,7 +113,57 @@ def test_planner_time_follows_the_schedule_through_a_dst_change() -> None:
 def test_bad_windows_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="not a known time zone"):
         calendar("Mars/Olympus", None, {}, [])
-    with pytest.raises(ConfigError, match="is empty"):
-        calendar(None, None, {}, ["10:00-10:00"])
+    assert calendar(None, None, {}, ["10:00-10:00"]).cap(T2026 + 10 * 3600) is None  # covers nothing
+    with pytest.raises(ConfigError, match="impossible time"):
+        calendar(None, None, {"10:00-24:30": 5}, [])
     with pytest.raises(ConfigError, match="unknown key"):
         calendar(None, None, {}, [], {"server:a": {"cap": 3}})
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def test_server_and_wave_caps_hold_their_own_traffic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Per-server and per-wave caps, and a wave blackout, on a real local store under a fake clock:
+    each scope's bytes per second stay at its cap, and the log shows each window."""
+    from godwit.stores.local import LocalStore
+    from godwit.stores.meter import WindowMeter, WindowRecord
+    from godwit.stores.throttle import TokenBucket
+    from godwit.stores.windowed import WindowedStore
+
+    cal = calendar("Europe/Berlin", 80, {}, [], {"server:db": {"max_mbps": 8},
+                                                  "wave:w": {"schedule": {"09:00-10:00": 16},
+                                                             "blackout": ["10:00-10:01"]}})
+    clock = FakeClock(_at(2026, 6, 10, 9, 0))
+    logged: list[WindowRecord] = []
+    scopes = {"db": ("all", "server:db", "wave:w"), "web": ("all", "server:web", "wave:w"), "x": ("all",)}
+    bucket = TokenBucket(lambda: cal.cap(clock()), clock=clock, sleep=clock.sleep)
+    store = WindowedStore(LocalStore(tmp_path), bucket, cal, lambda k: scopes[k.split("/")[1]],
+                          WindowMeter(cal, clock, logged.append), clock=clock, bucket_clock=clock,
+                          sleep=clock.sleep)
+    blob = bytes(1_000_000)
+    t0 = clock()
+    for i in range(10):
+        store.put(f"servers/db/{i}", blob)  # 10 MB at the server's 8 Mbps (below the wave's 16)
+    assert clock() - t0 == pytest.approx(10.0, rel=0.05)
+    t0 = clock()
+    for i in range(10):
+        store.put(f"servers/web/{i}", blob)  # 10 MB at the wave's 16 Mbps
+    assert clock() - t0 == pytest.approx(5.0, rel=0.05)
+    clock.now = _at(2026, 6, 10, 10, 0, 30)  # inside the wave's blackout: held until 10:01
+    store.put("servers/web/late", blob)
+    assert clock() >= _at(2026, 6, 10, 10, 1)
+    store.put("servers/x/free", blob)  # outside the wave: only the project's 80 Mbps
+    store.close()
+    by = {(r.scope, r.window): r for r in logged}
+    assert by[("wave:w", "09:00-10:00")].bytes == 20_000_000 and by[("wave:w", "09:00-10:00")].kept
+    black = by[("wave:w", "10:00-10:01")]
+    assert black.kind == "blackout" and black.bytes == 0 and black.kept

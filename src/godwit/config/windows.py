@@ -32,10 +32,8 @@ def parse_span(spec: str, where: str) -> tuple[int, int]:
     if not m:
         raise ConfigError(f"{where} window {spec!r} is not HH:MM-HH:MM", hint='write windows like "08:00-18:00"')
     h1, m1, h2, m2 = (int(g) for g in m.groups())
-    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2) or h1 == 24:
+    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
         raise ConfigError(f"{where} window {spec!r} has an impossible time")
-    if (h1, m1) == (h2, m2):
-        raise ConfigError(f"{where} window {spec!r} is empty")
     return h1 * 60 + m1, h2 * 60 + m2
 
 
@@ -52,6 +50,8 @@ class CalWindow:
         return "blackout" if self.mbps is None else "cap"
 
     def covers(self, minute: int) -> bool:
+        if self.start == self.end:
+            return False  # as documented since the first schedule: covers nothing
         if self.start < self.end:
             return self.start <= minute < self.end
         return minute >= self.start or minute < self.end

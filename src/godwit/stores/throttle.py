@@ -42,6 +42,7 @@ class TokenBucket:
         self._sleep = sleep
         self._lock = threading.Lock()  # one payer at a time
         self._held_lock = threading.Lock()
+        self._tok_lock = threading.Lock()  # the tokens: the payer and charge() both change them
         self._tokens = 0.0
         self._last = clock()
         self.held_seconds = 0.0
@@ -63,29 +64,74 @@ class TokenBucket:
                     break
                 if bps == 0:
                     self._sleep(BLACKOUT_POLL)
-                    self._tokens, self._last = 0.0, self._clock()  # no tokens accrue in a blackout
+                    with self._tok_lock:  # no tokens accrue in a blackout
+                        self._tokens, self._last = min(self._tokens, 0.0), self._clock()
                     continue
                 rate = bps * 1e6 / 8
                 burst = max(rate / 4, 64 * 1024)
-                self._tokens = min(burst, self._tokens + (now - self._last) * rate)
-                self._last = now
-                if self._tokens >= left:
-                    self._tokens -= left
-                    pieces.append((now, now, int(left)))
-                    break
-                self._sleep(min(SLICE, (left - self._tokens) / rate))
+                with self._tok_lock:
+                    self._accrue(now, rate, burst)
+                    if self._tokens >= left:
+                        self._tokens -= left
+                        pieces.append((now, now, int(left)))
+                        break
+                    wait = min(SLICE, (left - self._tokens) / rate)
+                self._sleep(wait)
                 end = self._clock()
                 if self._rate() == 0:  # a blackout began in this slice: its bytes go after it
                     continue
-                # Paid for the time that really passed: oversleeping delays bytes, never loses rate.
-                earned = self._tokens + (end - now) * rate
-                take = min(left, earned)
+                with self._tok_lock:  # paid for the time that really passed: oversleeping never loses rate
+                    self._tokens += (end - self._last) * rate
+                    self._last = end
+                    take = max(0.0, min(left, self._tokens))
+                    self._tokens = min(burst, self._tokens - take)
                 left -= take
-                self._tokens, self._last = min(burst, earned - take), end
-                pieces.append((now, end, int(take)))
+                if take:
+                    pieces.append((now, end, int(take)))
         with self._held_lock:
             self.held_seconds += self._clock() - t0
         return pieces
+
+    def rate(self) -> float | None:
+        """The cap now, in Mbps (None: uncapped, 0: a blackout)."""
+        return self._rate()
+
+    def _accrue(self, now: float, rate: float, burst: float) -> None:
+        self._tokens = min(burst, self._tokens + (now - self._last) * rate)
+        self._last = now
+
+    def charge(self, nbytes: int) -> None:
+        """Count bytes that went out while another bucket held them (a tighter scope's): no wait
+        here, but this bucket's next payers wait off the debt, so its scope's total stays capped."""
+        bps = self._rate()
+        if not bps or nbytes <= 0:
+            return
+        rate = bps * 1e6 / 8
+        with self._tok_lock:
+            self._accrue(self._clock(), rate, max(rate / 4, 64 * 1024))
+            self._tokens -= nbytes
+
+    def settle(self) -> float:
+        """Wait until this bucket owes nothing (the debt that ``charge`` and other payers left);
+        returns the seconds waited."""
+        t0 = self._clock()
+        while True:
+            bps = self._rate()
+            if bps is None:
+                break
+            if bps == 0:
+                self._sleep(BLACKOUT_POLL)
+                continue
+            rate = bps * 1e6 / 8
+            with self._tok_lock:
+                self._accrue(self._clock(), rate, max(rate / 4, 64 * 1024))
+                debt = -self._tokens
+            if debt <= 0:
+                break
+            self._sleep(min(SLICE, debt / rate))
+        waited = self._clock() - t0
+        self.add_held(waited)
+        return waited
 
     def add_held(self, seconds: float) -> None:
         with self._held_lock:

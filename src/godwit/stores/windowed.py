@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from godwit.config.windows import ALL, Calendar
 from godwit.stores.base import ObjectStore
 from godwit.stores.meter import WindowMeter
-from godwit.stores.throttle import Piece, TokenBucket
+from godwit.stores.throttle import TokenBucket
 
 #: Scopes of a key: ("all",) or ("all", "server:NAME", "wave:NAME").
 ScopeOf = Callable[[str], tuple[str, ...]]
@@ -43,21 +43,31 @@ class WindowedStore(ObjectStore):
     def put(self, key: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
         scopes = self.scope_of(key)
         to_wall = self._clock() - self._bucket_clock()
-        paid = [self.bucket.consume(len(data))]
-        for scope in scopes:
-            if scope != ALL and scope in self.calendar.scopes:
-                b = self._bucket(scope)
-                before = b.held_seconds
-                paid.append(b.consume(len(data)))
-                self.bucket.add_held(b.held_seconds - before)  # the cycle's throttle time counts every scope
+        pairs = [(ALL, self.bucket)] + [(sc, self._bucket(sc)) for sc in scopes
+                                         if sc != ALL and sc in self.calendar.scopes]
+        now = self._clock()
+        caps = [self.bucket.rate()] + [self.calendar.cap(now, (sc,)) for sc, _ in pairs[1:]]
+        # The tightest scope (a blackout first) pays the put slice by slice; the others are charged
+        # first and then waited off, so their wait overlaps it and only their real contention
+        # (other servers of the wave, say) adds to it.
+        binding = min(range(len(pairs)), key=lambda i: (caps[i] is None, caps[i] or 0.0))
+        others = [b for i, (_, b) in enumerate(pairs) if i != binding]
+        for other in others:
+            other.charge(len(data))
+        holder = pairs[binding][1]
+        before = holder.held_seconds
+        pieces = holder.consume(len(data))
+        extra = sum(other.settle() for other in others)
+        if holder is not self.bucket:  # the cycle's throttle time counts every scope's wait
+            self.bucket.add_held(holder.held_seconds - before)
+        if extra and self.bucket not in others:
+            self.bucket.add_held(extra)
         t0 = self._clock()
         self.inner.put(key, data, overwrite=overwrite)
         if self.meter is not None:
-            # When the bytes went: the pieces of the bucket that held them longest, else the put itself.
-            held: list[list[Piece]] = [p for p in paid if p]
-            if held:
-                slowest = max(held, key=lambda p: p[-1][1] - p[0][0])
-                for a, b_, n in slowest:
+            # When the bytes went: the pieces the holding bucket paid, else the put itself.
+            if pieces:
+                for a, b_, n in pieces:
                     self.meter.note(scopes, a + to_wall, b_ + to_wall, n)
             else:
                 self.meter.note(scopes, t0, self._clock(), len(data))
