@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from, styled
 
 app = typer.Typer(help="Servers to replicate and their disks.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def add(
         print_json({"server": server.name, "disks": [{"index": d.idx, "spec": d.spec, "format": d.format,
                                                       "size": d.size} for d in disks]})
         return
-    out.print(f"added server [bold]{server.name}[/] with {len(disks)} disk(s):")
+    out.print(styled("added server ", (server.name, "bold"), f" with {len(disks)} disk(s):"))
     for d in disks:
         out.print(f"  disk{d.idx}: {d.spec} ({d.format}, {human_bytes(d.size)})")
 

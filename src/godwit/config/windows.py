@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from godwit.config.schedule import MBPS_MAX, MBPS_MIN, _valid_mbps
 from godwit.errors import ConfigError
 
 _SPAN = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -137,9 +138,9 @@ def zone_of(name: str | None) -> tzinfo | None:
 
 def _scope_windows(scope: str, where: str, max_mbps: object, schedule: Mapping[str, object],
                    blackout: list[object]) -> tuple[list[CalWindow], float | None]:
-    if max_mbps is not None and (not isinstance(max_mbps, int | float) or isinstance(max_mbps, bool)
-                                 or max_mbps <= 0):
-        raise ConfigError(f"{where} max_mbps must be a positive number")
+    if max_mbps is not None and not _valid_mbps(max_mbps):
+        raise ConfigError(f"{where} max_mbps must be a positive number of Mbps from {MBPS_MIN:g} to {MBPS_MAX:g}, "
+                          f"got {max_mbps!r}"[:200], hint="leave it out for no cap")
     out = []
     for spec in blackout:  # first: a blackout wins over a cap window that covers the same time
         if not isinstance(spec, str):
@@ -148,10 +149,11 @@ def _scope_windows(scope: str, where: str, max_mbps: object, schedule: Mapping[s
         out.append(CalWindow(spec, s, e, scope, None))
     for spec, value in schedule.items():
         s, e = parse_span(spec, f"{where} throttle")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{where} throttle window {spec!r} needs a positive Mbps number, got {value!r}")
-        out.append(CalWindow(spec, s, e, scope, float(value)))
-    return out, float(max_mbps) if max_mbps is not None else None
+        if not _valid_mbps(value):
+            raise ConfigError(f"{where} throttle window {spec!r} needs a positive number of Mbps from {MBPS_MIN:g} "
+                              f"to {MBPS_MAX:g}, got {value!r}"[:200])
+        out.append(CalWindow(spec, s, e, scope, float(value)))  # type: ignore[arg-type]
+    return out, float(max_mbps) if max_mbps is not None else None  # type: ignore[arg-type]
 
 
 def calendar(zone: str | None, max_mbps: float | None, schedule: Mapping[str, object], blackout: list[object],

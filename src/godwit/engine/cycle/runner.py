@@ -222,4 +222,6 @@ def run_cycle(project: Project, name: str, kind: str = "delta", *, progress: Pro
     server = project.db.server(name)
     if server.state == "migrated":
         raise GodwitError(f"server {name} is migrated; replication has ended")
+    if project.router is not None:
+        project.router.refuse_if_changed()  # the cache account's answer changed: refuse until acknowledged
     return CycleRunner(project, server, progress=progress, tracker=tracker).run(kind)
