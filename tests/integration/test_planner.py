@@ -72,6 +72,7 @@ def test_initial_eta_and_final_sync_against_real_cycles(tmp_path: Path) -> None:
         after = planner.plan(p, servers=["b"], cutover_gap=gap)
         (bp,) = after.servers
         assert bp.initial_done and bp.final_sync_bytes == pytest.approx(churn, rel=0.02)
+        assert [h.bytes_changed for h in bp.inputs.churn_by_hour] == [churn]  # the delta, in its hour of day
         assert bp.steady_mbps is not None and bp.keeps_up is True and bp.rpo_seconds is not None
         predicted = bp.final_sync_seconds
         assert predicted is not None

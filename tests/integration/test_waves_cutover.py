@@ -35,12 +35,14 @@ def test_a_scheduled_wave_cutover_runs_from_the_loop(project: Project, tmp_path:
         replication.start(project, n)
     waves.create(project, "w", ["a", "b"])
     root = project.root
-    soon = datetime.fromtimestamp(time.time() + 6).isoformat(timespec="seconds")
+    soon = datetime.fromtimestamp(time.time() + 9).isoformat(timespec="seconds")
     later = datetime.fromtimestamp(time.time() + 3600).isoformat(timespec="seconds")
     s1 = _godwit(root, "migrate", "--wave", "w", "--at", soon, "--out", str(tmp_path / "out"), "--json")
     assert s1.returncode == 0, s1.stderr
     wave_cut = json.loads(s1.stdout)
     assert wave_cut["state"] == "scheduled" and wave_cut["target_kind"] == "wave"
+    shown = json.loads(_godwit(root, "wave", "show", "w", "--json").stdout)
+    assert [c["id"] for c in shown["cutovers"]] == [wave_cut["id"]]  # the wave shows its pending cutover
     early = _godwit(root, "replicate", "run", "--once", "--json")  # before its time: nothing migrates
     assert early.returncode == 0, early.stderr
     assert project.db.server("a").state == "replicating"

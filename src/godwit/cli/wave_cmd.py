@@ -67,13 +67,18 @@ def show(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
     with project_from(project) as p:
         wave = waves.show(p, name)
         states = {s: p.db.server(s).state for s in wave.servers}
+        with p.db.unit() as u:
+            pending = u.cutovers.pending_for(name, "wave")
     if json_:
-        print_json({**wave.model_dump(), "states": states})
+        print_json({**wave.model_dump(), "states": states, "cutovers": [c.model_dump() for c in pending]})
         return
     table = Table("server", "state", title=f"wave {escape(wave.name)}")
     for s in wave.servers:
         table.add_row(escape(s), states[s])
     out.print(table)
+    for c in pending:
+        at_s = datetime.fromtimestamp(c.at).strftime("%Y-%m-%d %H:%M")
+        out.print(escape(f"cutover {c.id} at {at_s}: {c.state} (`godwit migrate cancel {c.id}` cancels it)"))
 
 
 @app.command("remove")

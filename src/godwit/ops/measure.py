@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from godwit.errors import GodwitError, UsageError
 from godwit.project.project import Project
 from godwit.sources import open_source
 from godwit.state.models import Cycle, Server
+from godwit.state.views import ChurnHour
 
 #: Churn is averaged over the delta cycles of this many last hours.
 CHURN_HOURS = 24.0
@@ -47,6 +49,7 @@ class ServerInputs:
     overhead_seconds: float | None  # a delta cycle's time beyond sending its bytes (scan, hash, commit)
     last_cycle_started: float | None
     cycles: list[CycleFigures] = field(default_factory=list)
+    churn_by_hour: list[ChurnHour] = field(default_factory=list)  # the daily pattern, in the windows' zone
 
 
 def figures(c: Cycle) -> CycleFigures:
@@ -99,12 +102,14 @@ def _overhead(deltas: list[Cycle], link: float | None) -> float | None:
 
 
 def server_inputs(project: Project, name: str, *, link: float | None, now: float | None = None,
-                  churn_hours: float = CHURN_HOURS) -> ServerInputs:
+                  churn_hours: float = CHURN_HOURS, tz: tzinfo | None = None) -> ServerInputs:
     now = time.time() if now is None else now
     with project.db.unit() as u:
         server = u.servers.get(name)
         cycles = u.measured.committed_cycles(server.id)
         everyone = u.measured.committed_cycles()
+        by_hour = [h for h in u.measured.churn_by_hour(server.id, lambda ts: datetime.fromtimestamp(ts, tz).hour)
+                   if h.cycles]
     initial = next((c for c in cycles if c.kind == "initial"), None)
     used, used_from = ((initial.bytes_changed, "initial cycle") if initial is not None
                        else (_allocated(project, server), "allocation map"))
@@ -124,4 +129,4 @@ def server_inputs(project: Project, name: str, *, link: float | None, now: float
         server=name, state=server.state, used_bytes=used, used_from=used_from, compress_ratio=ratio,
         ratio_from=ratio_from, initial_seconds=initial.t_wall if initial else None, churn_bps=churn,
         overhead_seconds=_overhead(deltas[-10:], link), last_cycle_started=cycles[-1].started if cycles else None,
-        cycles=[figures(c) for c in cycles[-20:]])
+        cycles=[figures(c) for c in cycles[-20:]], churn_by_hour=by_hour)

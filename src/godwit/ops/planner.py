@@ -131,7 +131,7 @@ def plan(project: Project, *, servers: list[str] | None = None, wave: str | None
         servers = [s.name for s in project.db.servers() if s.state != "migrated"]
     rate_at, zone = schedule_rate(project, wave)
     tz = tz if tz is not None else zone
-    plans = [_server_plan(server_inputs(project, s, link=link, now=now), now=now, rate_at=rate_at, link=link,
+    plans = [_server_plan(server_inputs(project, s, link=link, now=now, tz=tz), now=now, rate_at=rate_at, link=link,
                           tz=tz, interval=interval, gap=gap) for s in servers]
     report = PlanReport(now, link, link_from, interval, plans, wave=wave)
     pending = sum(p.initial_bytes for p in plans if not p.initial_done)
