@@ -87,7 +87,9 @@ def test_a_wave_of_three_with_one_failing_shutdown(project: Project, tmp_path: P
                       "--shutdown-command", cmd, "--json")
     assert planned.returncode == 50, planned.stdout  # MigrationError: the wave did not fully migrate
     assert "1 of 3 server(s) failed: db1 (replicating)" in planned.stderr, planned.stdout
-    rep = {s["server"]: s for s in json.loads(planned.stdout)["servers"]}
+    doc = json.loads(planned.stdout)
+    assert doc["failed"] == ["db1"] and doc["error"]["exit_code"] == 50
+    rep = {s["server"]: s for s in doc["servers"]}
     assert rep["web1"]["ok"] and rep["web2"]["ok"] and not rep["db1"]["ok"]
     assert rep["web1"]["state"] == rep["web2"]["state"] == "migrated"
     assert rep["db1"]["state"] == "replicating" and "shutdown command failed" in rep["db1"]["error"]

@@ -8,10 +8,19 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_age, human_bytes, out, print_json, project_from
+from godwit.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    guarded,
+    human_age,
+    human_bytes,
+    out,
+    print_json,
+    project_from,
+    styled,
+)
 from godwit.errors import UsageError
 
 
@@ -71,9 +80,9 @@ def plan(
         if json_:
             print_json([asdict(r) for r in rows])
             return
-        table = Table("server", "predicted initial", "actual initial", "error", title=f"wave {escape(wave)}")
+        table = Table("server", "predicted initial", "actual initial", "error", title=f"wave {(wave)}")
         for r in rows:
-            table.add_row(escape(r.server), "-" if r.predicted_initial_seconds is None
+            table.add_row((r.server), "-" if r.predicted_initial_seconds is None
                           else human_age(r.predicted_initial_seconds),
                           "not finished" if r.actual_initial_seconds is None else human_age(r.actual_initial_seconds),
                           "-" if r.initial_error is None else f"{r.initial_error:+.0%}")
@@ -91,23 +100,24 @@ def plan(
     out.print(f"link {rep.link_mbps:.1f} Mbps ({rep.link_from}); cycles every {human_age(rep.interval_seconds)}")
     table = Table("server", "to send", "initial ETA", "churn needs", "keeps up", "RPO", "final sync")
     for s in rep.servers:
-        table.add_row(escape(s.server), human_bytes(s.initial_bytes),
+        table.add_row((s.server), human_bytes(s.initial_bytes),
                       "done" if s.initial_done else _secs(s.initial_seconds), _mbps(s.steady_mbps),
-                      {True: "yes", False: "[red]no[/]", None: "-"}[s.keeps_up],
+                      {True: styled("yes"), False: styled(("no", "red")), None: styled("-")}[s.keeps_up],
                       "-" if s.rpo_seconds is None else human_age(s.rpo_seconds),
                       "-" if s.final_sync_seconds is None else human_age(s.final_sync_seconds))
     out.print(table)
-    label = f"wave {escape(rep.wave)}" if rep.wave else "all together"
-    out.print(f"{label}: initial {_secs(rep.wave_initial_seconds)}, churn needs {_mbps(rep.wave_steady_mbps)}"
-              + ("" if rep.wave_keeps_up is not False else " [red](more than the link gives)[/]")
-              + (f", final sync {human_age(rep.wave_final_sync_seconds)}"
-                 if rep.wave_final_sync_seconds is not None else ""))
+    label = f"wave {(rep.wave)}" if rep.wave else "all together"
+    out.print(styled(f"{label}: initial {_secs(rep.wave_initial_seconds)}, churn needs "
+                     f"{_mbps(rep.wave_steady_mbps)}",
+                     ("" if rep.wave_keeps_up is not False else " (more than the link gives)", "red"),
+                     f", final sync {human_age(rep.wave_final_sync_seconds)}"
+                     if rep.wave_final_sync_seconds is not None else ""))
     sg = rep.suggestion
     if sg is not None:
         by_s = datetime.fromtimestamp(sg.deadline).strftime("%Y-%m-%d %H:%M")
         if sg.off_hours_mbps is None:
-            out.print(f"[red]cannot finish by {by_s}[/] with {sg.business} at {sg.business_mbps:g} Mbps, even "
-                      "with the full link off hours: raise the business-hours cap or move the date")
+            out.print(styled((f"cannot finish by {by_s}", "red"), f" with {sg.business} at {sg.business_mbps:g} "
+                             "Mbps, even with the full link off hours: raise the business-hours cap or move the date"))
         else:
             line = ", ".join(f'"{k}" = {v:g}' for k, v in sg.schedule.items())
-            out.print(f"to finish by {by_s}: " + escape(f"[replication.throttle] schedule = {{ {line} }}"))
+            out.print(f"to finish by {by_s}: " + (f"[replication.throttle] schedule = {{ {line} }}"))

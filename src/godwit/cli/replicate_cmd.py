@@ -7,7 +7,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from godwit.cli.common import (
@@ -135,7 +134,7 @@ def _run_cutovers(p: Project) -> None:
     from godwit.ops.cutover import run_due
 
     for c in run_due(p):
-        err.print(f"scheduled cutover {c.id} of {c.target_kind} {escape(c.target)}: {c.state}")
+        err.print(f"scheduled cutover {c.id} of {c.target_kind} {c.target}: {c.state}")
 
 
 @app.command()

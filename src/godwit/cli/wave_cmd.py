@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, error_json, fail, guarded, out, print_json, project_from, styled
 
 app = typer.Typer(help="Waves: groups of servers that are migrated together.", no_args_is_help=True)
 
@@ -33,8 +32,8 @@ def create(
     if json_:
         print_json(wave.model_dump())
         return
-    out.print(f"created wave {escape(wave.name)} with {len(wave.servers)} server(s): "
-              f"{escape(', '.join(wave.servers))}")
+    out.print(f"created wave {(wave.name)} with {len(wave.servers)} server(s): "
+              f"{(', '.join(wave.servers))}")
 
 
 @app.command("list")
@@ -53,7 +52,7 @@ def list_(project: ProjectOpt = None, json_: JsonOpt = False) -> None:
         return
     table = Table("wave", "servers", "created")
     for w in rows:
-        table.add_row(escape(w.name), escape(", ".join(w.servers)),
+        table.add_row((w.name), (", ".join(w.servers)),
                       datetime.fromtimestamp(w.created).strftime("%Y-%m-%d %H:%M"))
     out.print(table)
 
@@ -72,13 +71,13 @@ def show(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None:
     if json_:
         print_json({**wave.model_dump(), "states": states, "cutovers": [c.model_dump() for c in pending]})
         return
-    table = Table("server", "state", title=f"wave {escape(wave.name)}")
+    table = Table("server", "state", title=f"wave {(wave.name)}")
     for s in wave.servers:
-        table.add_row(escape(s), states[s])
+        table.add_row((s), states[s])
     out.print(table)
     for c in pending:
         at_s = datetime.fromtimestamp(c.at).strftime("%Y-%m-%d %H:%M")
-        out.print(escape(f"cutover {c.id} at {at_s}: {c.state} (`godwit migrate cancel {c.id}` cancels it)"))
+        out.print(f"cutover {c.id} at {at_s}: {c.state} (`godwit migrate cancel {c.id}` cancels it)")
 
 
 @app.command("remove")
@@ -92,7 +91,7 @@ def remove(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> Non
     if json_:
         print_json({"removed": name})
     else:
-        out.print(f"removed wave {escape(name)}")
+        out.print(f"removed wave {(name)}")
 
 
 def migrate_wave(project: Path | None, wave: str, *, test: bool, out_dir: Path, fmt: str, recovery_point: str,
@@ -106,23 +105,27 @@ def migrate_wave(project: Path | None, wave: str, *, test: bool, out_dir: Path, 
     with project_from(project) as p:
         report = waves.migrate_wave(p, wave, test=test, out_dir=out_dir, fmt=fmt, recovery_point=recovery_point,
                                     shutdown_command=shutdown_command, parallel=parallel)
-    if json_:
-        print_json({**asdict(report), "failed": [o.server for o in report.failed]})
-    else:
-        kind = "test migration" if test else "planned migration"
-        out.print(f"wave {escape(wave)}: {kind}, {parallel} at a time, {report.seconds:.1f}s")
-        for o in report.servers:
-            if o.ok:
-                out.print(f"  {escape(o.server)}: [green]ok[/] at recovery point {o.recovery_point} "
-                          f"({len(o.files)} file(s), {o.seconds:.1f}s), now {o.state}")
-            else:
-                out.print(f"  {escape(o.server)}: [red]FAILED[/]: {escape(o.error or '')}; now {o.state}")
     bad = report.failed
+    failure = None
     if bad:
         left = ", ".join(f"{o.server} ({o.state})" for o in bad)
-        raise MigrationError(f"wave {wave}: {len(bad)} of {len(report.servers)} server(s) failed: {left}",
-                             hint="the others are done; fix the failed ones and migrate them by name"
-                                  + ("" if test else " (they keep replicating)"))
+        failure = MigrationError(f"wave {wave}: {len(bad)} of {len(report.servers)} server(s) failed: {left}",
+                                 hint="the others are done; fix the failed ones and migrate them by name"
+                                      + ("" if test else " (they keep replicating)"))
+    if json_:  # one document: the report, and the error when a server failed
+        print_json({**asdict(report), "failed": [o.server for o in bad],
+                    **(error_json(failure) if failure else {})})
+    else:
+        kind = "test migration" if test else "planned migration"
+        out.print(f"wave {(wave)}: {kind}, {parallel} at a time, {report.seconds:.1f}s")
+        for o in report.servers:
+            if o.ok:
+                out.print(styled(f"  {o.server}: ", ("ok", "green"), f" at recovery point {o.recovery_point} "
+                                 f"({len(o.files)} file(s), {o.seconds:.1f}s), now {o.state}"))
+            else:
+                out.print(styled(f"  {o.server}: ", ("FAILED", "red"), f": {o.error or ''}; now {o.state}"))
+    if failure is not None:
+        raise fail(failure)  # the message and hint on stderr; the JSON is printed above
 
 
 def scheduled_cutovers(project: Path | None, name: str | None, target: str | None, *, wave: str | None,
@@ -142,7 +145,7 @@ def scheduled_cutovers(project: Path | None, name: str | None, target: str | Non
                 out.print("no scheduled cutover")
             for c in rows:
                 at_s = datetime.fromtimestamp(c.at).strftime("%Y-%m-%d %H:%M")
-                out.print(escape(f"{c.id}: {c.target_kind} {c.target} at {at_s}: {c.state}"))
+                out.print(f"{c.id}: {c.target_kind} {c.target} at {at_s}: {c.state}")
             return
         if at is None and name == "cancel":
             if target is None or not target.isdigit():
@@ -151,7 +154,7 @@ def scheduled_cutovers(project: Path | None, name: str | None, target: str | Non
             if json_:
                 print_json(c.model_dump())
             else:
-                out.print(escape(f"cancelled cutover {c.id} of {c.target_kind} {c.target}"))
+                out.print(f"cancelled cutover {c.id} of {c.target_kind} {c.target}")
             return
         if test:
             raise UsageError("--at schedules a planned migration; a test migration runs now")
@@ -169,6 +172,6 @@ def scheduled_cutovers(project: Path | None, name: str | None, target: str | Non
     if json_:
         print_json(c.model_dump())
     else:
-        out.print(escape(f"cutover {c.id}: planned migration of {c.target_kind} {c.target} at "
+        out.print(f"cutover {c.id}: planned migration of {c.target_kind} {c.target} at "
                          f"{when:%Y-%m-%d %H:%M %Z}; `godwit replicate run` runs it, "
-                         f"`godwit migrate cancel {c.id}` cancels it"))
+                         f"`godwit migrate cancel {c.id}` cancels it")

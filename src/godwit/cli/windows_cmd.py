@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from, styled
 from godwit.errors import UsageError
 
 
@@ -54,5 +53,4 @@ def windows(
         else:
             body = (f"cap {r.cap_mbps:g} Mbps: measured {r.avg_mbps:.1f} Mbps average, {r.max_mbps:.1f} max "
                     f"over 10 s ({human_bytes(r.bytes)})")
-        mark = "" if r.kept else " [red]NOT KEPT[/]"
-        out.print(escape(head + body) + mark)
+        out.print(styled(head + body, ("" if r.kept else " NOT KEPT", "red")))
