@@ -11,24 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from godwit.project.project import init
 from tests.netns import DNS_SERVER, VENV_BIN, Counters, Topology
 
 MIB = 1 << 20
 DATA = 16 * MIB  # random, so zstd cannot shrink it: a full cycle sends at least this much
-
-
-def not_merged(part: str) -> pytest.MarkDecorator:
-    """Strict xfail until ``part`` of the network plane is on main: remove the mark when it lands
-    (a test with several waits for all of them)."""
-    return pytest.mark.xfail(strict=True, reason=f"network plane not merged yet: {part}")
-
-
-GATEWAY_STATE = not_merged("server state written to the gateway account after every cycle (item 4)")
-CHECK = not_merged("godwit network check (item 5)")
-STATUS = not_merged("the data-plane path recorded per cycle in replicate status (item 8)")
 
 
 def toml_table(name: str, values: dict[str, Any]) -> str:

@@ -14,11 +14,8 @@ import pytest
 from tests.helpers import scribble
 from tests.netns import CONTROL_ENDPOINTS, Counters, LinkBytes, Topology
 from tests.network.project import (
-    CHECK,
     DATA,
-    GATEWAY_STATE,
     MIB,
-    STATUS,
     NetProject,
     make_disk,
     make_project,
@@ -67,7 +64,6 @@ def test_baseline_godwit_reaches_the_cache_by_name_without_a_network_section(net
     assert net.proxy_connects()[connects_before:] == []
 
 
-@CHECK
 def test_network_check_passes_on_the_planned_topology(net: Topology, tmp_path: Path) -> None:
     p = make_project(net, tmp_path / "proj", network=private_endpoint(net))
     check = p.godwit("network", "check", "--json")
@@ -80,8 +76,6 @@ def test_network_check_passes_on_the_planned_topology(net: Topology, tmp_path: P
     assert all(set(c) >= {"id", "status", "message", "fix"} for c in report["checks"])
 
 
-@GATEWAY_STATE
-@STATUS
 def test_replication_over_the_private_link_and_control_through_the_proxy(net: Topology, tmp_path: Path) -> None:
     p = make_project(net, tmp_path / "proj", network=private_endpoint(net))
     connects_before = len(net.proxy_connects())

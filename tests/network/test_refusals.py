@@ -15,9 +15,7 @@ import pytest
 
 from tests.netns import PUBLIC_ADDRESS, Topology
 from tests.network.project import (
-    CHECK,
     DATA,
-    GATEWAY_STATE,
     MIB,
     NetProject,
     make_disk,
@@ -71,7 +69,6 @@ def test_public_answer_is_refused_before_a_byte_leaves(net: Topology, tmp_path: 
     assert (moved.private.total, moved.internet.total) == (0, 0), moved
 
 
-@CHECK
 @PUBLIC_ANSWERS
 def test_public_answer_fails_network_check(net: Topology, tmp_path: Path, privatelink: bool) -> None:
     p = _project(net, tmp_path)
@@ -82,7 +79,6 @@ def test_public_answer_fails_network_check(net: Topology, tmp_path: Path, privat
         assert any("privatelink.blob.core.windows.net" in (c["fix"] or "") + c["message"] for c in failed), failed
 
 
-@CHECK
 @pytest.mark.parametrize("pattern", ["*.blob.core.windows.net", ".*.blob.core.windows.net"])
 def test_blanket_blob_bypass_fails_the_check_naming_the_gateway(net: Topology, tmp_path: Path,
                                                                  pattern: str) -> None:
@@ -91,7 +87,6 @@ def test_blanket_blob_bypass_fails_the_check_naming_the_gateway(net: Topology, t
     assert any(net.gateway.name in c["message"] for c in failed), failed
 
 
-@GATEWAY_STATE
 def test_proxy_down_fails_the_control_plane_while_data_flows(net: Topology, tmp_path: Path) -> None:
     p = _project(net, tmp_path)
     _with_server(p, tmp_path)
@@ -111,7 +106,6 @@ def test_proxy_down_fails_the_control_plane_while_data_flows(net: Topology, tmp_
     assert step(p, "mover", "run", "--once").private.rx >= DATA
 
 
-@CHECK
 def test_proxy_down_fails_network_check_naming_the_proxy(net: Topology, tmp_path: Path) -> None:
     p = _project(net, tmp_path)
     net.stop_proxy()

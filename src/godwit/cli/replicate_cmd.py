@@ -103,6 +103,9 @@ def run(
     interval: Annotated[float | None, typer.Option(help="Seconds between cycles of a server "
                                                         "(default: replication.interval_seconds).")] = None,
     once: Annotated[bool, typer.Option(help="One round over every enabled server, then exit.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Start a server's next cycle as soon as the last one "
+                                                  "commits (at most every --min-interval seconds).")] = False,
+    min_interval: Annotated[float, typer.Option(help="With --continuous: seconds between cycle starts.")] = 1.0,
     project: ProjectOpt = None,
     max_mbps: MaxMbps = None,
     json_: JsonOpt = False,
@@ -119,7 +122,7 @@ def run(
                              + (f" (hint: {exc.hint})" if exc.hint else "")))
 
         report = replication.run_loop(
-            p, interval=interval, once=once,
+            p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
             progress_for=None if json_ else (lambda s: disk_progress(f"{s}", True)),
             on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error,
             on_round=lambda: _run_cutovers(p))
@@ -160,12 +163,19 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
             table.add_row(
                 s.server if first else "", str(d.index), d.state,
                 str(s.last_cycle or "-") + (f" (open: {s.open_cycle})" if s.open_cycle else ""),
-                human_age(s.rpo_seconds), human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
+                human_age(d.rpo_seconds) + (f" (max {human_age(d.rpo_max_seconds)})" if d.rpo_max_seconds else ""),
+                human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
                 human_bytes(d.bytes_stored), f"{tp / 1e6:.0f}" if tp else "",
                 (last.bottleneck if last else "-") if first else "",
                 str(s.latest_recovery_point or "-") if first else "")
     out.print(table)
     for s in rows:
+        net = s.network
+        if net.path or net.last_check:
+            verdict = "passed" if net.last_check_ok else "FAILED"
+            checked = f"{human_age(time.time() - net.last_check)} ago ({verdict})" if net.last_check else "never"
+            out.print(f"{s.server} network: {net.path or '-'}, {human_bytes(net.bytes_sent or 0)} sent in cycle "
+                      f"{net.cycle or '-'}; last network check: {checked}", markup=False)
         if s.error:
             err.print(styled((f"{s.server}: ", "red"), str(s.error)))
         if s.cycles:

@@ -17,7 +17,9 @@ app = typer.Typer(help="Servers to replicate and their disks.", no_args_is_help=
 def add(
     name: Annotated[str, typer.Argument(help="Server name (letters, digits, '.', '_', '-').")],
     disk: Annotated[list[str], typer.Option("--disk", "-d", help="A disk: raw image, block device, qcow2, "
-                                                                  "VMDK, VHD or VHDX file. Repeat in disk order.")],
+                                                                  "VMDK, VHD or VHDX file, or a running QEMU's "
+                                                                  "qemu+unix:///QMP.sock?node=NODE. Repeat in "
+                                                                  "disk order.")],
     disk_format: Annotated[list[str] | None, typer.Option(
         "--disk-format", help="raw, qcow2, vmdk, vpc (VHD) or vhdx: once for every disk, or once per --disk "
                               "in order. Without it the format is probed, and an image whose backing file "

@@ -17,7 +17,7 @@ from godwit.config.network import NetworkConfig, parse_network
 from godwit.errors import ConfigError
 
 HASH_ALGORITHMS = ("xxh3-128", "blake3")
-TRACKERS = ("scan",)
+TRACKERS = ("scan", "bitmap")
 
 
 def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -249,7 +249,7 @@ path = "cache"          # relative to the project folder
 pack_size_mib = 32      # target size of a pack object
 
 [replication]
-tracker = "scan"        # change tracking: "scan" (re-hash blocks)
+tracker = "scan"        # change tracking: "scan" (re-hash blocks) or "bitmap" (QEMU dirty bitmaps)
 block_size_kib = 64
 hash = "xxh3-128"       # or "blake3"
 compression_level = 1   # zstd level
