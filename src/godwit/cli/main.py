@@ -35,7 +35,9 @@ def _optional_subapps() -> None:
     for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
                          ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network"),
                          ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.sources_cmd", "sources"),
-                         ("godwit.cli.serve_cmd", "serve"), ("godwit.cli.token_cmd", "token")):
+                         ("godwit.cli.serve_cmd", "serve"), ("godwit.cli.token_cmd", "token"),
+                         ("godwit.cli.wave_cmd", "wave"), ("godwit.cli.plan_cmd", "plan"),
+                         ("godwit.cli.windows_cmd", "windows")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:

@@ -30,7 +30,8 @@ def point_option(value: str) -> str:
 
 @guarded
 def migrate(
-    name: Annotated[str, typer.Argument(help="The server, or `cleanup` followed by the server.")],
+    name: Annotated[str | None, typer.Argument(help="The server, or `cleanup` followed by the server.",
+                                               show_default=False)] = None,
     target: Annotated[str | None, typer.Argument(help="With `cleanup`: the server.", show_default=False)] = None,
     test: Annotated[bool, typer.Option("--test", help="Test migration: replication keeps running.")] = False,
     recovery_point: Annotated[str, typer.Option("--recovery-point", "-r",
@@ -41,6 +42,13 @@ def migrate(
                                                                      "(a container name with pageblob).")] = None,
     shutdown_command: Annotated[str | None, typer.Option(help="Planned only: a shell command that shuts the "
                                                               "source down before the final cycle.")] = None,
+    wave: Annotated[str | None, typer.Option("--wave", help="Migrate every server of this wave instead of NAME "
+                                                           "({server} in --shutdown-command is each server's "
+                                                           "name).", show_default=False)] = None,
+    parallel: Annotated[int, typer.Option(help="With --wave: servers migrated at once.")] = 4,
+    at: Annotated[str | None, typer.Option("--at", help="Planned only: run it at this time (YYYY-MM-DDTHH:MM, "
+                                                       "local unless it has an offset) from `replicate run`.",
+                                           show_default=False)] = None,
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -48,11 +56,30 @@ def migrate(
 
     `--test` writes the disks at a recovery point and leaves replication running. Without it: the
     optional shutdown command, a final cycle, apply, write the disks, stop replication.
-    `godwit migrate cleanup NAME` removes a test migration's files.
+    `godwit migrate cleanup NAME` removes a test migration's files. With `--at` the planned
+    migration is scheduled; `godwit migrate scheduled` lists, `godwit migrate cancel ID` cancels.
     """
     from godwit.migrate import migration
 
     recovery_point = point_option(recovery_point)
+    if at is not None or (name in ("scheduled", "cancel") and wave is None):
+        from godwit.cli.wave_cmd import scheduled_cutovers
+
+        scheduled_cutovers(project, name, target, wave=wave, at=at, test=test, out_dir=out_dir, fmt=fmt,
+                           shutdown_command=shutdown_command, parallel=parallel, json_=json_)
+        return
+    if wave is not None:
+        if name is not None:
+            raise UsageError("give a server NAME or --wave, not both")
+        if out_dir is None:
+            raise UsageError("--out DIR is required")
+        from godwit.cli.wave_cmd import migrate_wave
+
+        migrate_wave(project, wave, test=test, out_dir=out_dir, fmt=fmt, recovery_point=recovery_point,
+                      shutdown_command=shutdown_command, parallel=parallel, json_=json_)
+        return
+    if name is None:
+        raise UsageError("give a server NAME or --wave NAME", hint="godwit migrate NAME [--test] --out DIR")
     with project_from(project) as p:
         if name == "cleanup" and target is not None:
             removed = migration.cleanup(p, target)

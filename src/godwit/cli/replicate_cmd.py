@@ -27,6 +27,7 @@ from godwit.config.schedule import MBPS_MAX, MBPS_MIN
 from godwit.engine import lifecycle as replication
 from godwit.engine.cycle import CycleResult
 from godwit.errors import GodwitError
+from godwit.project.project import Project
 
 app = typer.Typer(help="Replication: initial and delta cycles into the cache store.", no_args_is_help=True)
 
@@ -123,12 +124,20 @@ def run(
         report = replication.run_loop(
             p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
             progress_for=None if json_ else (lambda s: disk_progress(f"{s}", True)),
-            on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error)
+            on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error,
+            on_round=lambda: _run_cutovers(p))
     if json_:
         print_json({"cycles": [asdict(c) for c in report.cycles], "applied": report.applied,
                     "errors": [{"server": s, "error": e.message} for s, e in report.errors]})
     if report.errors:
         raise typer.Exit(max(e.exit_code for _, e in report.errors))
+
+
+def _run_cutovers(p: Project) -> None:
+    from godwit.ops.cutover import run_due
+
+    for c in run_due(p):
+        err.print(f"scheduled cutover {c.id} of {c.target_kind} {c.target}: {c.state}")
 
 
 @app.command()

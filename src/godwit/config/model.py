@@ -75,6 +75,9 @@ class CacheConfig:
 class ThrottleConfig:
     max_mbps: float | None = None
     schedule: dict[str, float] = field(default_factory=dict)
+    zone: str | None = None  # IANA name; windows are in its local time (default: the host's)
+    blackout: list[str] = field(default_factory=list)
+    scoped: dict[str, dict[str, Any]] = field(default_factory=dict)  # server:NAME / wave:NAME → table
 
 
 @dataclass
@@ -166,11 +169,18 @@ def parse(data: dict[str, Any], root: Path | None = None) -> Config:
     t = r.throttle
     t.max_mbps = _take(throttle, "replication.throttle", "max_mbps", (int, float), None)
     t.schedule = _take(throttle, "replication.throttle", "schedule", dict, {})
+    t.zone = _take(throttle, "replication.throttle", "zone", str, None)
+    t.blackout = _take(throttle, "replication.throttle", "blackout", list, [])
+    for kind in ("servers", "waves"):  # per-server and per-wave caps and blackouts (config.windows)
+        for name, table in _take(throttle, "replication.throttle", kind, dict, {}).items():
+            t.scoped[f"{kind[:-1]}:{name}"] = table if isinstance(table, dict) else {"?": table}
     _no_leftovers(throttle, "replication.throttle")
     _no_leftovers(rep, "replication")
     from godwit.config.schedule import BandwidthSchedule
+    from godwit.config.windows import calendar
 
     BandwidthSchedule.parse(t.max_mbps, t.schedule)  # validates
+    calendar(t.zone, t.max_mbps, t.schedule, list(t.blackout), t.scoped)  # and the zone, blackouts, scopes
 
     replicas = _table(data, "replicas")
     rp = cfg.replicas

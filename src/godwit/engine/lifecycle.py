@@ -77,7 +77,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              on_cycle: Callable[[CycleResult], None] | None = None,
              on_error: Callable[[str, GodwitError], None] | None = None,
              stop_event: threading.Event | None = None, continuous: bool = False,
-             min_interval: float = 1.0) -> LoopReport:
+             min_interval: float = 1.0, on_round: Callable[[], None] | None = None) -> LoopReport:
     """The appliance loop: every enabled server gets a cycle when its interval has passed.
 
     ``continuous``: a server's next cycle starts as soon as its previous one committed (and the
@@ -127,6 +127,9 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
                     on_error(server.name, exc)
         if project.config.replicas.kind == "local" or project.config.cache.kind == "local":
             report.applied += _run_mover(project, report, on_error)
+        project.tick_windows()  # a window that passed with nothing sent is logged too
+        if on_round is not None:  # e.g. scheduled cutovers that are due (ops.cutover)
+            on_round()
         if once:
             break
         due = [interval - (time.monotonic() - t) for t in last_run.values()]

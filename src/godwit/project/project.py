@@ -8,12 +8,13 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from godwit.config import model as configmod
 from godwit.config.model import Config
-from godwit.config.schedule import BandwidthSchedule
+from godwit.config.windows import calendar
 from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError, UsageError
 from godwit.network.route import Router, router_for
 from godwit.replicas.base import ReplicaDisk
@@ -21,7 +22,9 @@ from godwit.replicas.open import open_replica
 from godwit.state import StateDB
 from godwit.state.db import Disk, Server
 from godwit.stores.base import ObjectStore
-from godwit.stores.throttle import ThrottledStore, TokenBucket
+from godwit.stores.meter import WindowMeter, WindowRecord
+from godwit.stores.throttle import TokenBucket
+from godwit.stores.windowed import WindowedStore
 
 CONFIG_NAME = "godwit.toml"
 STORE_CONFIG_KEY = "godwit-store.json"
@@ -41,6 +44,10 @@ class Project:
     max_mbps_override: float | None = None
     bucket: TokenBucket | None = None
     _store_id: str | None = field(default=None, repr=False)
+    #: The window calendar's clock and the throttle's sleep; tests inject a fake clock here.
+    clock: Callable[[], float] | None = field(default=None, repr=False)
+    sleep: Callable[[float], None] | None = field(default=None, repr=False)
+    _scopes: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _router: Router | None = field(default=None, repr=False)
 
     # -- paths -------------------------------------------------------------------------------
@@ -83,19 +90,56 @@ class Project:
             from godwit.stores.open import open_store
 
             raw = open_store(self.config.cache, self.root, self.router)
-            schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
-                                               self.config.replication.throttle.schedule)
-
-            def rate() -> float | None:
-                if self.max_mbps_override is not None:
-                    return self.max_mbps_override
-                from datetime import datetime
-
-                return schedule.mbps_at(datetime.now())
-
-            self.bucket = TokenBucket(rate)
-            self._store = ThrottledStore(raw, self.bucket)
+            self._store = self._windowed(raw)
         return self._store
+
+    def _windowed(self, raw: ObjectStore) -> ObjectStore:
+        """The throttle (caps and blackouts of config.windows, per project, wave and server) and the
+        enforcement log's meter around the raw store."""
+        t = self.config.replication.throttle
+        cal = calendar(t.zone, t.max_mbps, t.schedule, list(t.blackout), t.scoped)
+        clock = self.clock or time.time
+        sleep = self.sleep or time.sleep
+
+        def rate() -> float | None:
+            if self.max_mbps_override is not None:
+                return self.max_mbps_override
+            return cal.cap(clock())
+
+        bucket_clock = self.clock or time.monotonic
+        self.bucket = TokenBucket(rate, clock=bucket_clock, sleep=sleep)
+        meter = WindowMeter(cal, clock, self._log_window) if cal.windows else None
+        return WindowedStore(raw, self.bucket, cal, self._scope_of, meter, clock=clock, bucket_clock=bucket_clock,
+                             sleep=sleep)
+
+    def _scope_of(self, key: str) -> tuple[str, ...]:
+        """A cache key's throttle scopes: its server's and that server's wave's, besides all."""
+        parts = key.split("/")
+        if len(parts) < 3 or parts[0] != "servers":
+            return ("all",)
+        uid = parts[1]
+        if uid not in self._scopes:
+            with self.db.unit() as u:
+                for s in u.servers.all():
+                    wave = u.waves.of_server(s.id)
+                    self._scopes[s.uid] = ("all", f"server:{s.name}", *((f"wave:{wave}",) if wave else ()))
+        return self._scopes.get(uid, ("all",))
+
+    def _log_window(self, rec: WindowRecord) -> None:
+        with self.db.unit() as u:
+            u.windows.add(window=rec.window, scope=rec.scope, kind=rec.kind, cap_mbps=rec.cap_mbps,
+                          started=rec.started, ended=rec.ended, nbytes=rec.bytes, busy_seconds=rec.busy_seconds,
+                          max_mbps=rec.max_mbps, kept=rec.kept)
+            if not rec.kept:
+                what = (f"{rec.bytes} bytes sent" if rec.kind == "blackout"
+                        else f"{rec.avg_mbps:.1f} Mbps average, {rec.max_mbps:.1f} max over 10 s")
+                u.events.add("warning", f"{rec.kind} window {rec.window} ({rec.scope}) not kept: {what}")
+
+    def tick_windows(self) -> None:
+        """Log windows that began or ended while nothing was sent (the appliance loop calls this)."""
+        store = self._store
+        if isinstance(store, WindowedStore) and store.meter is not None:
+            store.meter.tick()
 
     def store_id(self) -> str:
         """The cache store's identity, created with the first object (any store kind)."""

@@ -156,3 +156,60 @@ tokens = Table(
     Column("expires", Float),
     Column("revoked", Float),
 )
+
+# Waves (revision 0012): groups of servers that cut over together; a server is in at most one.
+waves = Table(
+    "waves", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+)
+
+wave_members = Table(
+    "wave_members", metadata,
+    Column("wave_id", Integer, ForeignKey("waves.id", ondelete="CASCADE"), nullable=False),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+# The enforcement log of throttle and blackout windows: one row per window occurrence, with the
+# rate the store wrapper measured inside it.
+window_log = Table(
+    "window_log", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("window", String(64), nullable=False),  # "08:00-18:00 Europe/Berlin"
+    Column("scope", String(80), nullable=False),  # all | server:NAME | wave:NAME
+    Column("kind", String(8), nullable=False),  # cap | blackout
+    Column("cap_mbps", Float),
+    Column("started", Float, nullable=False),
+    Column("ended", Float),
+    Column("bytes", BigInteger, nullable=False),
+    Column("busy_seconds", Float, nullable=False),
+    Column("max_mbps", Float, nullable=False),
+    Column("kept", Integer),  # 1 | 0 | NULL while open
+)
+
+# Scheduled cutovers: a planned migration of a server or a wave at a given time.
+cutovers = Table(
+    "cutovers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("target", String(64), nullable=False),
+    Column("target_kind", String(8), nullable=False),  # server | wave
+    Column("at", Float, nullable=False),
+    Column("options", Text, nullable=False),  # JSON: out, format, shutdown_command, parallel
+    Column("state", String(16), nullable=False),  # scheduled | running | done | failed | cancelled
+    Column("created", Float, nullable=False),
+    Column("result", Text),
+)
+
+# What `godwit plan` predicted, per server, so that `plan --review` can compare it with what happened.
+plan_predictions = Table(
+    "plan_predictions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("made", Float, nullable=False),
+    Column("initial_bytes", BigInteger, nullable=False),  # to send
+    Column("initial_seconds", Float),  # NULL: never finishes under the schedule
+    Column("final_seconds", Float),
+    Column("link_mbps", Float, nullable=False),
+)

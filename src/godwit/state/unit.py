@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from godwit.state.cutovers import Cutovers
 from godwit.state.cycle_rows import CycleRows
 from godwit.state.events import Events
+from godwit.state.measured import Measured
 from godwit.state.points import RecoveryPoints
 from godwit.state.records import MigrationRecords
 from godwit.state.servers import Servers
+from godwit.state.waves import Waves
+from godwit.state.windowlog import WindowLog
 
 
 class Unit:
@@ -24,3 +28,7 @@ class Unit:
         self.points = RecoveryPoints(connection)
         self.migrations = MigrationRecords(connection)
         self.events = Events(connection)
+        self.waves = Waves(connection)
+        self.measured = Measured(connection)
+        self.windows = WindowLog(connection)
+        self.cutovers = Cutovers(connection)

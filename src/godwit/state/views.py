@@ -83,3 +83,49 @@ class ServerStatus(_View):
     disks: list[DiskStatus]
     cycles: list[CycleStatus]  # the last ten, oldest first
     network: NetworkStatus = NetworkStatus()
+
+
+class WaveView(_View):
+    name: str
+    created: float
+    servers: list[str]  # in the order they were given
+
+
+class ChurnHour(_View):
+    hour: int  # of day, in the configured zone
+    bytes_changed: int
+    cycles: int
+    bytes_per_second: float | None
+
+
+class Prediction(_View):
+    made: float
+    initial_bytes: int
+    initial_seconds: float | None
+    final_seconds: float | None
+    link_mbps: float
+
+
+class WindowLogEntry(_View):
+    window: str  # "08:00-18:00"
+    scope: str  # all | server:NAME | wave:NAME
+    kind: str  # cap | blackout
+    cap_mbps: float | None
+    started: float
+    ended: float | None
+    bytes: int
+    busy_seconds: float
+    avg_mbps: float
+    max_mbps: float  # the busiest 10-s slot
+    kept: bool
+
+
+class CutoverView(_View):
+    id: int
+    target: str
+    target_kind: str  # server | wave
+    at: float
+    options: dict[str, object]  # out, format, shutdown_command, parallel
+    state: str  # scheduled | running | done | failed | cancelled
+    created: float
+    result: dict[str, object] | None
