@@ -91,3 +91,21 @@ def test_bench_is_refused_like_replication_when_the_answer_is_public(
     assert result.exit_code == 60, result.output
     assert "refused to send replication data" in result.output and "Traceback" not in result.output
     assert leftovers(cache_azurite, container) == []
+
+
+def test_the_planner_takes_its_link_speed_from_the_last_bench(tmp_path: Path) -> None:
+    from godwit.errors import UsageError
+    from godwit.ops.measure import link_mbps
+
+    p = init(tmp_path / "p")
+    try:
+        with pytest.raises(UsageError) as nothing:  # nothing measured yet: the hint says how
+            link_mbps(p, None)
+        assert "network bench" in (nothing.value.hint or "")
+        res = bench(p, size_mib=0.25, count=2, concurrency=1)
+        mbps, source = link_mbps(p, None)
+        assert mbps == pytest.approx(res.upload.bytes * 8 / res.upload.seconds / 1e6)
+        assert source.startswith("network bench of ") and "local folder" in source
+        assert link_mbps(p, 42.0) == (42.0, "--bandwidth-mbps")  # the operator's word still wins
+    finally:
+        p.close()

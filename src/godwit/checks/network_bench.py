@@ -159,4 +159,10 @@ def bench(project: Project, *, size_mib: float = 8.0, count: int = 8, concurrenc
                 raise
         finally:
             store.close()
-    return BenchResult(path, store.description, size, count, concurrency, up, down, small, removed)
+    result = BenchResult(path, store.description, size, count, concurrency, up, down, small, removed)
+    if up.seconds and up.bytes:  # the planner's link speed (`godwit plan`) prefers a measured path
+        from godwit.state.network import NetworkRecords
+
+        with project.db.unit() as u:
+            NetworkRecords(u.connection).record_bench(upload_mbps=up.bytes * 8 / up.seconds / 1e6, path=path)
+    return result

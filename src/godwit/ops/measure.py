@@ -14,6 +14,7 @@ from godwit.errors import GodwitError, UsageError
 from godwit.project.project import Project
 from godwit.sources import open_source
 from godwit.state.models import Cycle, Server
+from godwit.state.network import NetworkRecords
 from godwit.state.views import ChurnHour
 
 #: Churn is averaged over the delta cycles of this many last hours.
@@ -65,16 +66,22 @@ def measured_link_mbps(cycles: list[Cycle]) -> float | None:
 
 
 def link_mbps(project: Project, override: float | None) -> tuple[float, str]:
-    """The link speed and where it came from: --bandwidth-mbps, else measured cycle throughput."""
+    """The link speed and where it came from: --bandwidth-mbps, else the last `network bench`, else
+    measured cycle throughput."""
     if override is not None:
         if override <= 0:
             raise UsageError("--bandwidth-mbps must be positive")
         return override, "--bandwidth-mbps"
     with project.db.unit() as u:
+        bench = NetworkRecords(u.connection).last_bench()
         measured = measured_link_mbps(u.measured.committed_cycles())
+    if bench and float(bench.get("upload_mbps") or 0) > 0:
+        # `network bench` measured the path itself; a cycle's rate may be held by its source or CPU
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(bench["at"])))
+        return float(bench["upload_mbps"]), f"network bench of {when} ({bench.get('path')})"
     if measured is None:
         raise UsageError("no cycle has measured the link yet (none sent 1 MiB or more unthrottled)",
-                         hint="pass --bandwidth-mbps N, or replicate a server first")
+                         hint="pass --bandwidth-mbps N, run `godwit network bench`, or replicate a server first")
     return measured, "measured cycle throughput"
 
 

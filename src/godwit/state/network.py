@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 from godwit.state import schema as t
 from godwit.state.views import NetworkStatus
 
+BENCH_KEY = "network.last_bench"
 CHECK_KEY = "network.check"
 
 
@@ -43,6 +44,14 @@ class NetworkRecords:
     def last_check(self) -> dict[str, Any] | None:
         """``{"at", "ok", "data_plane", "failed"}`` of the last ``network check``, or None."""
         return self._get(CHECK_KEY)
+
+    def record_bench(self, *, upload_mbps: float, path: str) -> None:
+        """The upload rate `network bench` measured, in megabits per second, for the planner."""
+        self._put(BENCH_KEY, {"at": time.time(), "upload_mbps": upload_mbps, "path": path})
+
+    def last_bench(self) -> dict[str, Any] | None:
+        """``{"at", "upload_mbps", "path"}`` of the last ``network bench``, or None."""
+        return self._get(BENCH_KEY)
 
     def record_cycle_path(self, cycle_id: int, path: dict[str, Any]) -> None:
         self._put(_cycle_key(cycle_id), path)
