@@ -1,0 +1,122 @@
+"""Real Linux guest disks for the assessment tests, built without mounting anything on the host.
+
+The root filesystem is a Debian bookworm `debootstrap --variant=minbase` tree (cached in
+``.tools/guest/`` so CI pays for it once, about 25 s), copied, given the test's own files, and
+written into an ext4 image by ``mkfs.ext4 -d``; ``sfdisk`` lays out the partition table around it.
+The kernel is the host's (Debian's linux-image-amd64, which libguestfs's appliance needs anyway);
+the initramfs is written by the test, so that it holds exactly the drivers the test wants.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from godwit.assess.cpio import gzip_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".tools" / "guest"
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+KVER = "6.1.0-godwit-test"
+MiB = 1 << 20
+
+
+def mirror() -> str:
+    """The Debian mirror apt is configured with (deb822 or one-line sources)."""
+    for f in sorted(glob.glob("/etc/apt/sources.list.d/*")) + ["/etc/apt/sources.list"]:
+        try:
+            text = Path(f).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["URIs:"] and len(parts) > 1 and "security" not in parts[1]:
+                return parts[1]
+            if parts[:1] == ["deb"] and len(parts) > 2 and "security" not in parts[-2]:
+                return next(p for p in parts[1:] if p.startswith("http"))
+    return MIRROR
+
+
+def base_tree() -> Path:
+    """The cached minbase tree, made on first use (atomically: a killed run leaves no half tree)."""
+    tree = CACHE / f"{SUITE}-minbase"
+    if (tree / "etc" / "os-release").exists():
+        return tree
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / f".{SUITE}-minbase.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["debootstrap", "--variant=minbase", SUITE, str(tmp), mirror()], check=True,
+                   capture_output=True, timeout=900)
+    os.replace(tmp, tree)
+    return tree
+
+
+@dataclass
+class GuestSpec:
+    """What the test wants in the guest. Paths in ``files`` are relative to the root."""
+
+    table: str = "dos"  # or "gpt" (an EFI system partition first)
+    fs_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    initrd_modules: tuple[str, ...] = ("ext4", "crc16", "mbcache", "jbd2")
+    fstab: str | None = None  # default: the root by UUID
+    files: dict[str, str] = field(default_factory=dict)
+    disk_size: int = 1024 * MiB
+
+
+def _initrd(modules: tuple[str, ...]) -> bytes:
+    where = {"hv_vmbus": "drivers/hv", "hv_storvsc": "drivers/scsi", "hv_netvsc": "drivers/net/hyperv"}
+    files = {"init": "#!/bin/sh\n".encode(), "conf/initramfs.conf": b"MODULES=list\n"}
+    for m in modules:
+        files[f"usr/lib/modules/{KVER}/kernel/{where.get(m, 'fs')}/{m}.ko"] = b"\x7fELF" + bytes(60)
+    return gzip_archive(files)
+
+
+def build(path: Path, spec: GuestSpec) -> Path:
+    """A raw disk image at ``path`` holding a bootstrapped Debian root as ``spec`` says."""
+    staging = path.with_name(path.name + ".root")
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base_tree()), str(staging)], check=True)
+    try:
+        boot = staging / "boot"
+        boot.mkdir(exist_ok=True)
+        kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+        kernel = Path(kernels[-1]).read_bytes() if kernels else b"not a kernel"
+        (boot / f"vmlinuz-{KVER}").write_bytes(kernel)
+        (boot / f"initrd.img-{KVER}").write_bytes(_initrd(spec.initrd_modules))
+        mods = staging / "usr" / "lib" / "modules" / KVER
+        mods.mkdir(parents=True, exist_ok=True)
+        (mods / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+        os.symlink(f"boot/vmlinuz-{KVER}", staging / "vmlinuz")
+        fstab = spec.fstab if spec.fstab is not None else f"UUID={spec.fs_uuid} / ext4 errors=remount-ro 0 1\n"
+        (staging / "etc" / "fstab").write_text(fstab)
+        (staging / "etc" / "hostname").write_text("guest\n")
+        for rel, text in spec.files.items():
+            p = staging / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+
+        fs = path.with_name(path.name + ".fs")
+        esp = 64 * MiB if spec.table == "gpt" else 0
+        fs_size = spec.disk_size - 2 * MiB - esp
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-U", spec.fs_uuid, "-L", "root", "-d", str(staging),
+                        str(fs), f"{fs_size // 1024}k"], check=True, capture_output=True)
+        with open(path, "wb") as f:
+            f.truncate(spec.disk_size)
+        if spec.table == "gpt":
+            layout = (f"label: gpt\nstart=2048, size={esp // 512}, type=U\n"
+                      f"start={(MiB + esp) // 512}, size={fs_size // 512}, type=L\n")
+        else:
+            layout = f"label: dos\nstart=2048, size={fs_size // 512}, type=83, bootable\n"
+        subprocess.run(["sfdisk", "-q", str(path)], input=layout, text=True, check=True, capture_output=True)
+        subprocess.run(["dd", f"if={fs}", f"of={path}", "bs=1M", f"seek={(MiB + esp) // MiB}", "conv=notrunc,sparse",
+                        "status=none"], check=True)
+        fs.unlink()
+        return path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
