@@ -240,7 +240,10 @@ def collect(sockets: list[str]) -> dict[str, Any]:
         guest.mount(root)
         facts["root_device"] = str(g.inspect_get_mountpoints(root).get("/", root))
         if facts["os"]["type"] == "windows":
-            facts["windows"] = guest.windows(root)
+            try:
+                facts["windows"] = guest.windows(root)
+            except RuntimeError as exc:  # no hive, or one hivex cannot parse: reported, not fatal
+                facts["windows"] = {"error": str(exc)}
         elif facts["os"]["type"] == "linux":
             facts["kernel"] = guest.kernel()
             facts["files"] = guest.config_files()

@@ -34,7 +34,7 @@ def _optional_subapps() -> None:
 
     for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
                          ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network"),
-                         ("godwit.cli.doctor_cmd", "doctor")):
+                         ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.assess_cmd", "assess")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,47 @@
+"""`godwit assess`: is a server ready to boot in Azure?"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from
+
+STYLE = {"ready": "green", "warning": "yellow", "not_ready": "bold red"}
+LABEL = {"ready": "ready", "warning": "warning", "not_ready": "not ready"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("assess")(assess)
+
+
+@guarded
+def assess(
+    name: Annotated[str, typer.Argument(help="The server.")],
+    recovery_point: Annotated[str, typer.Option("--recovery-point", "-r",
+                                                help="A recovery point number or `latest`.")] = "latest",
+    timeout: Annotated[float, typer.Option(help="Seconds before the assessment's appliance is stopped.")] = 300.0,
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Assess NAME's replica at a recovery point for Azure, read-only: OS, boot mode and VM
+    generation, disk sizes, Hyper-V drivers, fstab, network, VM agent. Each finding says what to do."""
+    from godwit.assess.assessment import assess as run
+
+    with project_from(project) as p:
+        res = run(p, name, recovery_point=recovery_point, timeout=timeout)
+    if json_:
+        print_json(res.model_dump(mode="json"))
+        return
+    os_ = res.os
+    what = f"{os_.product} ({os_.distro} {os_.version}, {os_.arch})" if os_ else "operating system unknown"
+    gen = f"Gen{res.generation}" if res.generation else "generation unknown"
+    out.print(f"{escape(res.server)} at recovery point {res.recovery_point}: {escape(what)}, {gen} — "
+              f"[{STYLE[res.status]}]{LABEL[res.status]}[/]")
+    table = Table("status", "finding", "what to do")
+    for f in res.findings:
+        table.add_row(f"[{STYLE[f.status]}]{LABEL[f.status]}[/]", escape(f.title), escape(f.fix))
+    out.print(table)
