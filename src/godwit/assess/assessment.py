@@ -7,20 +7,15 @@ appliance and all, when it exceeds the time limit. Nothing is mounted on this ho
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
 from godwit.assess import rules
+from godwit.assess.child import run_child
 from godwit.assess.evaluate import evaluate
 from godwit.assess.nbd_server import PointServer
 from godwit.assess.rules import Finding, Status
@@ -69,47 +64,6 @@ def pick_point(project: Project, server: Server, which: str) -> RecoveryPoint:
                         f"(available: {', '.join(str(p.number) for p in points)})")
 
 
-def guestfs_env() -> dict[str, str]:
-    """The child's environment. Without a backend setting of the user's own, TCG: KVM with
-    libguestfs's `-cpu max` aborts on some hosts, and a slower appliance is better than none."""
-    env = dict(os.environ)
-    env.setdefault("LIBGUESTFS_BACKEND", "direct")
-    env.setdefault("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
-    return env
-
-
-def run_guest(sockets: list[Path], timeout: float, workdir: Path) -> dict[str, Any]:
-    """The guest's facts from a child process, killed with its appliance after ``timeout``."""
-    env = guestfs_env()
-    env["TMPDIR"] = str(workdir)  # the appliance's overlay and sockets: removed with workdir
-    with subprocess.Popen([sys.executable, "-m", "godwit.assess.guest", *map(str, sockets)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          start_new_session=True) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise AssessError(f"the assessment did not finish in {timeout:.0f} s (a damaged or hostile "
-                              f"filesystem can make the appliance spin); it was stopped",
-                              hint="check the source disk with fsck; raise --timeout for very large disks") from None
-    try:
-        facts: dict[str, Any] = json.loads(out)
-    except ValueError:
-        tail = err.strip().splitlines()[-1:] or ["no output"]
-        if "No module named 'guestfs'" in err:
-            raise AssessError("libguestfs's Python binding is not importable here",
-                              hint="apt-get install python3-guestfs libguestfs-tools linux-image-amd64, "
-                                   "then `godwit doctor --fix`") from None
-        raise AssessError(f"the assessment's appliance failed: {tail[0]}",
-                          hint="run `libguestfs-test-tool` to check libguestfs on this host") from None
-    if "error" in facts:
-        raise AssessError(f"the guest cannot be assessed: {facts['error']}",
-                          hint="the disk may be damaged or not hold an operating system; "
-                               "check it with fsck on a copy")
-    return facts
-
-
 def assess(project: Project, name: str, *, recovery_point: str = "latest", target: str = "azure",
            timeout: float = TIMEOUT) -> Assessment:
     t0 = time.perf_counter()
@@ -128,7 +82,11 @@ def assess(project: Project, name: str, *, recovery_point: str = "latest", targe
             reader = stack.enter_context(replica.open_point(rp.number))
             srv = stack.enter_context(PointServer(reader, work / f"disk{d.idx}.sock"))
             sockets.append(srv.path)
-        facts = run_guest(sockets, timeout, work)
+        facts = run_child("godwit.assess.guest", [str(x) for x in sockets], timeout, work)
+    if "error" in facts:
+        raise AssessError(f"the guest cannot be assessed: {facts['error']}",
+                          hint="the disk may be damaged or not hold an operating system; "
+                               "check it with fsck on a copy")
     if facts.get("os") is None and not facts.get("encrypted"):
         raise AssessError(f"no operating system found on the disks of {name} at recovery point {rp.number}",
                           hint="the filesystems may be damaged, or the OS disk is not among the server's disks")

@@ -67,7 +67,8 @@ def _kernel(book: RuleBook, k: dict[str, Any]) -> list[Finding]:
     if k.get("initrd") is None:
         if {"hv_vmbus", "hv_storvsc"} <= set(k.get("builtin", [])):
             return [book["kernel.hyperv_ready"].finding(version=version, drivers="built in")]
-        return [book["kernel.no_initrd"].finding(version=version, drivers=", ".join(k.get("builtin", [])) or "none")]
+        built_in = ", ".join(k.get("builtin", [])) or "none"
+        return [book["kernel.no_initrd"].finding(version=version, drivers=built_in)]
     if k.get("error"):
         return [book["kernel.initrd_unreadable"].finding(version=version, initrd=k["initrd"], error=k["error"])]
     missing = [m for m in ("hv_vmbus", "hv_storvsc") if m not in have]
@@ -103,7 +104,8 @@ def _windows(book: RuleBook, win: dict[str, Any]) -> list[Finding]:
         if ok:
             out.append(book["windows.driver_ok"].finding(driver=driver, start=start))
         else:
-            state = "not installed" if start is None else f"Start={start} ({'disabled' if start == 4 else 'not at boot'})"
+            why = "disabled" if start == 4 else "not at boot"
+            state = "not installed" if start is None else f"Start={start} ({why})"
             out.append(book["windows.driver_off"].finding(driver=driver, state=state))
     return out
 
@@ -125,5 +127,8 @@ def evaluate(book: RuleBook, facts: dict[str, Any]) -> tuple[list[Finding], int 
     out += _kernel(book, facts.get("kernel", {}))
     out += _linux_files(book, facts.get("files", {}))
     agents = [name for name, present in facts.get("agents", {}).items() if present]
-    out.append(book["agent.present"].finding(agents=" and ".join(agents)) if agents else book["agent.missing"].finding())
+    if agents:
+        out.append(book["agent.present"].finding(agents=" and ".join(agents)))
+    else:
+        out.append(book["agent.missing"].finding())
     return out, gen

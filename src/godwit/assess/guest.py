@@ -14,6 +14,7 @@ Every guest file is read with limits: a symlink loop, a device node or a file la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -37,6 +38,12 @@ CONFIG_GLOBS = {  # folder: file name pattern — network configuration that may
     "/etc/network/interfaces.d": r"[^.]+",
     "/etc/udev/rules.d": r".*persistent-net.*\.rules",
 }
+#: Files libguestfs's own inspection reads (through augeas, without limits) from every filesystem it
+#: probes: checked first, so a huge or looping one is an error naming it, not a spinning appliance.
+INSPECTED = ("/etc/fstab", "/etc/os-release", "/usr/lib/os-release", "/etc/lsb-release", "/etc/debian_version",
+             "/etc/redhat-release", "/etc/system-release", "/etc/SuSE-release", "/etc/hostname", "/etc/HOSTNAME",
+             "/etc/machine-id", "/etc/sysconfig/network", "/etc/mdadm.conf", "/etc/mdadm/mdadm.conf",
+             "/etc/alpine-release", "/etc/arch-release", "/etc/gentoo-release")
 SINGLE_FILES = ("/etc/fstab", "/etc/network/interfaces", "/etc/crypttab", "/etc/os-release")
 AGENTS = {
     "waagent": ("/usr/sbin/waagent", "/usr/bin/waagent", "/usr/local/sbin/waagent"),
@@ -92,10 +99,8 @@ class Guest:
         for i, dev in enumerate(self.g.list_devices()):
             d: dict[str, Any] = {"index": i, "device": dev, "size": int(self.g.blockdev_getsize64(dev)),
                                  "partition_table": None, "esp": False, "bios_boot": False}
-            try:
+            with contextlib.suppress(RuntimeError):  # no partition table: a whole-disk filesystem or empty
                 d["partition_table"] = self.g.part_get_parttype(dev)
-            except RuntimeError:
-                pass  # no partition table: a whole-disk filesystem or an empty disk
             if d["partition_table"] == "gpt":
                 for p in self.g.part_list(dev):
                     guid = str(self.g.part_get_gpt_type(dev, p["part_num"])).upper()
@@ -103,22 +108,30 @@ class Guest:
                     d["bios_boot"] |= guid == BIOS_BOOT
             elif d["partition_table"] == "msdos":
                 for p in self.g.part_list(dev):
-                    try:
+                    with contextlib.suppress(RuntimeError):  # an extended partition's logical parts
                         d["esp"] |= int(self.g.part_get_mbr_id(dev, p["part_num"])) == 0xEF
-                    except RuntimeError:
-                        pass  # an extended partition's logical parts
             out.append(d)
         return out
 
     def encrypted(self) -> list[str]:
-        found = []
-        for dev in self.g.list_partitions() + self.g.list_devices():
-            try:
-                if self.g.vfs_type(dev) == "crypto_LUKS":
-                    found.append(dev)
-            except RuntimeError:
+        return sorted(dev for dev, kind in self.g.list_filesystems().items() if kind == "crypto_LUKS")
+
+    def precheck(self) -> None:
+        """Every filesystem's files that inspection will read: small regular files, or absent."""
+        for dev, kind in sorted(self.g.list_filesystems().items()):
+            if kind in ("swap", "unknown", "crypto_LUKS", "LVM2_member", "ntfs", "vfat"):
                 continue
-        return found
+            try:
+                self.g.mount_ro(dev, "/")
+            except RuntimeError:
+                continue  # inspection will not use it either
+            try:
+                for path in INSPECTED:
+                    self.text(path)
+            except GuestProblem as exc:
+                raise GuestProblem(f"{dev}: {exc}") from None
+            finally:
+                self.g.umount_all()
 
     # -- the operating system -------------------------------------------------------------
     def mount(self, root: str) -> None:
@@ -232,6 +245,7 @@ def collect(sockets: list[str]) -> dict[str, Any]:
         g.launch()
         guest = Guest(g)
         facts: dict[str, Any] = {"disks": guest.disks(), "encrypted": guest.encrypted(), "os": None}
+        guest.precheck()
         roots = g.inspect_os()
         if not roots:
             return facts

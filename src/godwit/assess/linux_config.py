@@ -94,7 +94,7 @@ def _keyvalues(path: str, text: str) -> list[NetIssue]:
     mac = values.get("HWADDR") or values.get("MACADDR") or values.get("ethernet.mac-address")
     if mac:
         issues.append(NetIssue("mac", path, iface, mac))
-    if values.get("BOOTPROTO", "").lower() in ("static", "none") and values.get("IPADDR") or \
+    if (values.get("BOOTPROTO", "").lower() in ("static", "none") and values.get("IPADDR")) or \
             values.get("ipv4.method") == "manual":
         issues.append(NetIssue("static", path, iface))
     return issues

@@ -130,7 +130,7 @@ class PointServer:
             magic, opt, length = struct.unpack(">QII", _recv(conn, 16))
             if magic != IHAVEOPT or length > MAX_OPTION:
                 return False
-            data = _recv(conn, length)
+            _recv(conn, length)  # the export name and info requests: there is one export
             if opt == OPT_EXPORT_NAME:
                 tail = b"" if client_flags & FLAG_NO_ZEROES else bytes(124)
                 conn.sendall(struct.pack(">QH", self.reader.size, self._tflags()) + tail)

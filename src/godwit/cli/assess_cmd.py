@@ -16,6 +16,7 @@ LABEL = {"ready": "ready", "warning": "warning", "not_ready": "not ready"}
 
 def register(app: typer.Typer) -> None:
     app.command("assess")(assess)
+    app.command("prepare")(prepare)
 
 
 @guarded
@@ -37,7 +38,10 @@ def assess(
         print_json(res.model_dump(mode="json"))
         return
     os_ = res.os
-    what = f"{os_.product} ({os_.distro} {os_.version}, {os_.arch})" if os_ else "operating system unknown"
+    what = "operating system unknown"
+    if os_:
+        what = f"{os_.distro} {os_.version}" + ("" if os_.product in (os_.version, "unknown") else f" ({os_.product})")
+        what += f", {os_.arch}"
     gen = f"Gen{res.generation}" if res.generation else "generation unknown"
     out.print(f"{escape(res.server)} at recovery point {res.recovery_point}: {escape(what)}, {gen} — "
               f"[{STYLE[res.status]}]{LABEL[res.status]}[/]")
@@ -45,3 +49,28 @@ def assess(
     for f in res.findings:
         table.add_row(f"[{STYLE[f.status]}]{LABEL[f.status]}[/]", escape(f.title), escape(f.fix))
     out.print(table)
+
+
+@guarded
+def prepare(
+    name: Annotated[str, typer.Argument(help="The server whose latest test migration to prepare.")],
+    target: Annotated[str, typer.Option("--for", help="The cloud to prepare for.")] = "azure",
+    timeout: Annotated[float, typer.Option(help="Seconds before the appliance is stopped.")] = 900.0,
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Prepare NAME's latest test migration (its own files, never the replica) to boot in Azure:
+    fstab by UUID, DHCP, the Hyper-V drivers in the initramfs. Refuses what it cannot fix."""
+    from godwit.assess.preparation import prepare as run
+
+    with project_from(project) as p:
+        res = run(p, name, target=target, timeout=timeout)
+    if json_:
+        print_json(res.model_dump(mode="json"))
+        return
+    out.print(f"{escape(res.server)}: {len(res.changes)} change(s), {len(res.refused)} refused "
+              f"(report {escape(res.report)})")
+    for c in res.changes:
+        out.print(f"  [green]changed[/] {escape(c.file)}: {escape(c.change)}")
+    for r in res.refused:
+        out.print(f"  [yellow]refused[/] {escape(r.item)}: {escape(r.reason)}")
