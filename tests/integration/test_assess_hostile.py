@@ -38,6 +38,16 @@ def test_corrupt_filesystem(root: Path) -> None:
     assert "no operating system found on the disks of corrupt" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_prepare_refuses_what_it_cannot_read(root: Path) -> None:
+    out = root / "corrupt-migrated"
+    godwit(root, "migrate", "corrupt", "--test", "--out", str(out), "--format", "raw")
+    before = (out / "corrupt-disk0.raw").read_bytes()
+    proc = godwit(root, "prepare", "corrupt", "--for", "azure", ok=False)
+    assert proc.returncode == 70, proc.stderr
+    assert "guest preparation refused: no operating system found" in proc.stderr
+    assert (out / "corrupt-disk0.raw").read_bytes() == before  # refused: nothing written
+
+
 def test_huge_file_where_a_small_one_belongs(root: Path) -> None:
     disk = build(root / "huge.raw", GuestSpec(disk_size=512 * MiB, sparse={"etc/fstab": 8 << 30}))
     replicate(root, "huge", disk)

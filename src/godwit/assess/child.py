@@ -30,7 +30,7 @@ def guestfs_env() -> dict[str, str]:
 def run_child(module: str, args: list[str], timeout: float, workdir: Path) -> dict[str, Any]:
     """The JSON result of ``python -m module args``, killed with its appliance after ``timeout``.
 
-    A result with an "error" or "refused" key is returned as is: the caller words it."""
+    A result with an "error" or "refusal" key is returned as is: the caller words it."""
     env = guestfs_env()
     # The appliance is built once and cached (LIBGUESTFS_CACHEDIR, else TMPDIR, else /var/tmp);
     # the per-run overlay and sockets go to workdir, removed afterwards.
