@@ -43,16 +43,29 @@ def mirror() -> str:
     return MIRROR
 
 
-def base_tree() -> Path:
-    """The cached minbase tree, made on first use (atomically: a killed run leaves no half tree)."""
-    tree = CACHE / f"{SUITE}-minbase"
+#: Trees by name: the packages added to minbase. "kernel" boots (a real kernel, initramfs-tools,
+#: systemd), its initramfs built with MODULES=list and without the Hyper-V drivers.
+TREES = {"minbase": [], "kernel": ["linux-image-amd64", "initramfs-tools", "systemd-sysv", "zstd"]}
+BOOT_MODULES = "virtio_pci\nvirtio_blk\next4\n"
+
+
+def base_tree(kind: str = "minbase") -> Path:
+    """The cached tree, made on first use (atomically: a killed run leaves no half tree)."""
+    tree = CACHE / f"{SUITE}-{kind}"
     if (tree / "etc" / "os-release").exists():
         return tree
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE / f".{SUITE}-minbase.{os.getpid()}"
+    tmp = CACHE / f".{SUITE}-{kind}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", SUITE, str(tmp), mirror()], check=True,
-                   capture_output=True, timeout=900)
+    include = [f"--include={','.join(TREES[kind])}"] if TREES[kind] else []
+    subprocess.run(["debootstrap", "--variant=minbase", *include, SUITE, str(tmp), mirror()], check=True,
+                   capture_output=True, timeout=1800)
+    if kind == "kernel":
+        conf = tmp / "etc" / "initramfs-tools"
+        text = (conf / "initramfs.conf").read_text()
+        (conf / "initramfs.conf").write_text(text.replace("MODULES=most", "MODULES=list"))
+        (conf / "modules").write_text(BOOT_MODULES)
+        subprocess.run(["chroot", str(tmp), "update-initramfs", "-u", "-k", "all"], check=True, capture_output=True)
     os.replace(tmp, tree)
     return tree
 
@@ -62,6 +75,7 @@ class GuestSpec:
     """What the test wants in the guest. Paths in ``files`` are relative to the root."""
 
     table: str = "dos"  # or "gpt" (an EFI system partition first)
+    tree: str = "minbase"  # or "kernel": its own kernel and initramfs, no test-made ones
     fs_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     initrd_modules: tuple[str, ...] = ("ext4", "crc16", "mbcache", "jbd2")
     fstab: str | None = None  # default: the root by UUID
@@ -79,22 +93,28 @@ def _initrd(modules: tuple[str, ...]) -> bytes:
     return gzip_archive(files)
 
 
+def _test_kernel(staging: Path, spec: GuestSpec) -> None:
+    """The host's kernel image, and an initramfs holding exactly ``spec.initrd_modules``."""
+    boot = staging / "boot"
+    boot.mkdir(exist_ok=True)
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    kernel = Path(kernels[-1]).read_bytes() if kernels else b"not a kernel"
+    (boot / f"vmlinuz-{KVER}").write_bytes(kernel)
+    (boot / f"initrd.img-{KVER}").write_bytes(_initrd(spec.initrd_modules))
+    mods = staging / "usr" / "lib" / "modules" / KVER
+    mods.mkdir(parents=True, exist_ok=True)
+    (mods / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    os.symlink(f"boot/vmlinuz-{KVER}", staging / "vmlinuz")
+
+
 def build(path: Path, spec: GuestSpec) -> Path:
     """A raw disk image at ``path`` holding a bootstrapped Debian root as ``spec`` says."""
     staging = path.with_name(path.name + ".root")
     shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base_tree()), str(staging)], check=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(base_tree(spec.tree)), str(staging)], check=True)
     try:
-        boot = staging / "boot"
-        boot.mkdir(exist_ok=True)
-        kernels = sorted(glob.glob("/boot/vmlinuz-*"))
-        kernel = Path(kernels[-1]).read_bytes() if kernels else b"not a kernel"
-        (boot / f"vmlinuz-{KVER}").write_bytes(kernel)
-        (boot / f"initrd.img-{KVER}").write_bytes(_initrd(spec.initrd_modules))
-        mods = staging / "usr" / "lib" / "modules" / KVER
-        mods.mkdir(parents=True, exist_ok=True)
-        (mods / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
-        os.symlink(f"boot/vmlinuz-{KVER}", staging / "vmlinuz")
+        if spec.tree == "minbase":
+            _test_kernel(staging, spec)
         fstab = spec.fstab if spec.fstab is not None else f"UUID={spec.fs_uuid} / ext4 errors=remount-ro 0 1\n"
         (staging / "etc" / "fstab").write_text(fstab)
         (staging / "etc" / "hostname").write_text("guest\n")

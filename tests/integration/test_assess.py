@@ -43,9 +43,6 @@ def by_rule(res: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 LEGACY_NET = ("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n"
               "    address 192.0.2.10/24\n    gateway 192.0.2.1\n    hwaddress ether 52:54:00:12:34:56\n")
-UDEV_RULE = 'SUBSYSTEM=="net", ATTR{address}=="52:54:00:12:34:56", NAME="eth0"\n'
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("assess")
@@ -79,41 +76,6 @@ def test_legacy_server_is_not_ready_and_replica_untouched(root: Path) -> None:
     assert "52:54:00:12:34:56" in rules["network.mac"][0]["title"]
     assert rules["agent.missing"][0]["status"] == "warning"
     assert rules["network.static"][0]["fix"].startswith("configure the primary interface for DHCP")
-
-
-def _guest_file(disk: Path, path: str) -> str:
-    """A file of the test's own (trusted) image, read by debugfs from the partition at 1 MiB."""
-    return subprocess.run(["debugfs", "-R", f"cat {path}", f"{disk}?offset={1 << 20}"], capture_output=True,
-                          text=True, check=True).stdout
-
-
-def test_prepare_fixes_the_test_migration_not_the_replica(root: Path) -> None:
-    spec = GuestSpec(fstab="/dev/sda1 / ext4 errors=remount-ro 0 1\n", files={
-        "etc/network/interfaces": LEGACY_NET,
-        "etc/udev/rules.d/70-persistent-net.rules": UDEV_RULE})
-    replicate(root, "old", build(root / "old.raw", spec))
-    out = root / "migrated"
-    godwit(root, "migrate", "old", "--test", "--out", str(out), "--format", "raw")
-    res = json.loads(godwit(root, "prepare", "old", "--for", "azure", "--json").stdout)
-    changed = {c["file"]: c["change"] for c in res["changes"]}
-    assert changed["/etc/fstab"] == f"/dev/sda1 → UUID={spec.fs_uuid} (/)"
-    assert changed["/etc/network/interfaces"].startswith("DHCP for eth0")
-    assert changed["/etc/udev/rules.d/70-persistent-net.rules"].startswith("disabled")
-    # minbase has no update-initramfs: refused with the reason, not half done.
-    assert [r["item"] for r in res["refused"]] == ["initramfs of 6.1.0-godwit-test"]
-    assert "neither update-initramfs nor dracut" in res["refused"][0]["reason"]
-    assert json.loads(Path(res["report"]).read_text())["changes"] == res["changes"]
-
-    disk = out / "old-disk0.raw"
-    assert _guest_file(disk, "/etc/fstab") == f"UUID={spec.fs_uuid} / ext4 errors=remount-ro 0 1\n"
-    assert _guest_file(disk, "/etc/fstab.godwit-orig").startswith("/dev/sda1 ")
-    net = _guest_file(disk, "/etc/network/interfaces")
-    assert "iface eth0 inet dhcp" in net and "192.0.2" not in net and "hwaddress" not in net
-    assert "52:54:00" in _guest_file(disk, "/etc/udev/rules.d/70-persistent-net.rules.godwit-disabled")
-    # The replica is untouched: its bytes still match the recorded block hashes.
-    godwit(root, "verify", "old")
-    godwit(root, "migrate", "cleanup", "old")  # restamped: cleanup still knows its files
-    assert not disk.exists() and not Path(res["report"]).exists()
 
 
 def test_ready_gen2_server(root: Path) -> None:
