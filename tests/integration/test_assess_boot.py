@@ -60,12 +60,13 @@ def test_prepared_disk_boots(tmp_path: Path) -> None:
                             "etc/udev/rules.d/70-persistent-net.rules": UDEV_RULE})
     replicate(root, "old", build(root / "old.raw", spec))
     out = root / "migrated"
-    godwit(root, "migrate", "old", "--test", "--out", str(out), "--format", "raw")
+    kver = _debugfs(root / "old.raw", "ls -p /boot").split("/vmlinuz-", 1)[1].split("/", 1)[0]
+    assert _hv_in_initrd(root / "old.raw", kver, root / "before.img") == []
+    migrated = json.loads(godwit(root, "migrate", "old", "--test", "--out", str(out), "--format", "raw",
+                                 "--prepare-for", "azure", "--json").stdout)
     disk = out / "old-disk0.raw"
-    kver = _debugfs(disk, "ls -p /boot").split("/vmlinuz-", 1)[1].split("/", 1)[0]
-    assert _hv_in_initrd(disk, kver, root / "before.img") == []
-
-    res = json.loads(godwit(root, "prepare", "old", "--for", "azure", "--json").stdout)
+    assert migrated["files"] == [str(disk)]
+    res = migrated["prepared"]
     changed = {c["file"]: c["change"] for c in res["changes"]}
     assert changed["/etc/fstab"] == f"/dev/sda1 → UUID={spec.fs_uuid} (/)"
     assert changed["/etc/network/interfaces"].startswith("DHCP for eth0")

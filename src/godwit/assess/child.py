@@ -54,7 +54,7 @@ def run_child(module: str, args: list[str], timeout: float, workdir: Path) -> di
         if "No module named 'guestfs'" in err:
             raise AssessError("libguestfs's Python binding is not importable here",
                               hint="apt-get install python3-guestfs libguestfs-tools linux-image-amd64, "
-                                   "then `godwit doctor --fix`") from None
+                                   "then `python -m godwit.checks.libnbd_link`") from None
         raise AssessError(f"libguestfs's appliance failed: {tail[0]}",
                           hint="run `libguestfs-test-tool` to check libguestfs on this host") from None
     return facts
