@@ -2,9 +2,11 @@
 
 Each tracker runs a series of cycles on a real raw image, the mover applies them, and the
 replica's recovery point must be bit-exact with the source, and ``verify`` must agree with the
-block hashes. Besides ``scan``, a test double (``WrittenRegionsTestTracker``) reports only the
-regions the test wrote, and everything else as UNCHANGED: it proves that the engine copies the
-base's digests forward and never needs to read what a tracker says is unchanged.
+block hashes. ``bitmap`` runs on live disks instead: qcow2 images served by a real
+qemu-storage-daemon (``LiveDisk``), written through its NBD export as a guest would. Besides
+``scan``, a test double (``WrittenRegionsTestTracker``) reports only the regions the test wrote,
+and everything else as UNCHANGED: it proves that the engine copies the base's digests forward and
+never needs to read what a tracker says is unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from godwit.migrate import migration
 from godwit.project.project import Project
 from godwit.sources import open_source
 from godwit.sources.base import DiskSource
-from godwit.trackers import ChangeTracker, Kind, Region, ScanTracker, TrackedDisk
+from godwit.trackers import BitmapTracker, ChangeTracker, Kind, Region, ScanTracker, TrackedDisk
+from tests.qemu_daemon import QemuDaemon
 
 BS = 64 << 10
 SIZE = (8 << 20) + 3 * 4096  # a partial last block
@@ -80,7 +83,8 @@ class WrittenRegionsTestTracker(ChangeTracker):
         self.failures.append(cycle)  # the changes stay in ``dirty`` for the next cycle
 
 
-TRACKERS: dict[str, Callable[[], ChangeTracker]] = {"scan": ScanTracker, "written-regions": WrittenRegionsTestTracker}
+TRACKERS: dict[str, Callable[[], ChangeTracker]] = {"scan": ScanTracker, "written-regions": WrittenRegionsTestTracker,
+                                                     "bitmap": BitmapTracker}
 
 
 class Disk:
@@ -101,21 +105,91 @@ class Disk:
         if isinstance(self.tracker, WrittenRegionsTestTracker):
             self.tracker.note(self.path, offset, len(data))
 
+    @property
+    def spec(self) -> str:
+        return str(self.path)
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def contents(self) -> bytes:
+        return self.path.read_bytes()
+
+    def write_untold(self, offset: int, data: bytes) -> None:
+        """A change no test double is told of (a real tracker may still see it)."""
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def source(self, tmp_path: Path) -> DiskSource:
+        return open_source(self.path, "raw")
+
     def grow(self, size: int) -> None:
         with open(self.path, "r+b") as f:
             f.truncate(size)  # new bytes read as zeros: no write, nothing told to the tracker
 
     def scribble(self, writes: int = 6) -> None:
-        size = self.path.stat().st_size
+        size = self.size
         for _ in range(writes):
             n = self.rng.randrange(1, 200_000)
             off = self.rng.randrange(size - n)
             self.write(off, self.rng.randbytes(n) if self.rng.random() < 0.7 else bytes(n))
 
 
+class LiveDisk(Disk):
+    """A qcow2 disk of a running qemu-storage-daemon; the test's writes are the guest's."""
+
+    def __init__(self, path: Path, tracker: ChangeTracker, size: int = SIZE, seed: int = 1) -> None:
+        self.daemon = QemuDaemon(path, size=size, fleece_dir=path / "fleece").start()
+        _DAEMONS.append(self.daemon)
+        self.path = path
+        self.tracker = tracker
+        self.rng = random.Random(seed)
+        for _ in range(12):
+            self.write(self.rng.randrange(size - 300_000), self.rng.randbytes(self.rng.randrange(1, 300_000)))
+
+    @property
+    def spec(self) -> str:
+        return self.daemon.spec
+
+    @property
+    def size(self) -> int:
+        nodes = {n["node-name"]: n for n in self.daemon.qmp("query-named-block-nodes", flat=True)}
+        return int(nodes["disk0"]["image"]["virtual-size"])
+
+    def contents(self) -> bytes:
+        return self.daemon.read_all()
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.daemon.write(offset, data)
+
+    def write_untold(self, offset: int, data: bytes) -> None:
+        self.daemon.write(offset, data)
+
+    def source(self, tmp_path: Path) -> DiskSource:
+        return open_source(Path(self.spec), "qemu-live", snapshot_dir=tmp_path / "snapshots")
+
+    def grow(self, size: int) -> None:
+        self.daemon.resize(-(-size // 512) * 512)
+
+
+_DAEMONS: list[QemuDaemon] = []
+
+
 @pytest.fixture(params=sorted(TRACKERS))
-def tracker(request: pytest.FixtureRequest) -> ChangeTracker:
-    return TRACKERS[request.param]()
+def tracker(request: pytest.FixtureRequest) -> Iterator[ChangeTracker]:
+    if request.param == "bitmap" and shutil.which("qemu-storage-daemon") is None:
+        pytest.fail("the bitmap tracker's conformance needs qemu-storage-daemon (qemu-system-common)")
+    yield TRACKERS[request.param]()
+    while _DAEMONS:
+        _DAEMONS.pop().kill()
+
+
+def _disk(path: Path, tracker: ChangeTracker, size: int = SIZE, seed: int = 1) -> Disk:
+    if isinstance(tracker, BitmapTracker):
+        return LiveDisk(path.with_suffix(""), tracker, -(-size // 512) * 512, seed)
+    return Disk(path, tracker, size, seed)
 
 
 def _cycle(project: Project, tracker: ChangeTracker) -> int:
@@ -127,14 +201,14 @@ def _assert_replica_exact(project: Project, tmp_path: Path, disks: list[Disk]) -
     out = tmp_path / f"out{random.random()}"
     res = migration.test_migration(project, "s", out_dir=out)
     for f, d in zip(res.files, disks, strict=True):
-        assert Path(f).read_bytes() == d.path.read_bytes(), f"{f} differs from {d.path}"
+        assert Path(f).read_bytes() == d.contents(), f"{f} differs from {d.spec}"
     assert migration.verify(project, "s").ok
     shutil.rmtree(out)
 
 
 def _setup(project: Project, tmp_path: Path, tracker: ChangeTracker, n: int = 1) -> list[Disk]:
-    disks = [Disk(tmp_path / f"d{i}.raw", tracker, SIZE + i * 5000, seed=i) for i in range(n)]
-    add_server(project, "s", [str(d.path) for d in disks])
+    disks = [_disk(tmp_path / f"d{i}.raw", tracker, SIZE + i * 5000, seed=i) for i in range(n)]
+    add_server(project, "s", [d.spec for d in disks])
     project.db.set_server_state(project.db.server("s").id, "replicating")
     return disks
 
@@ -179,8 +253,7 @@ def test_digests_carried_forward_stay_true_for_a_later_scan(project: Project, tm
         disk.scribble(3)
         _cycle(project, tracker)
     scan = ScanTracker()
-    with open(disk.path, "r+b") as f:  # a whole-disk zeroing no tracker was told of
-        f.write(bytes(SIZE))
+    disk.write_untold(0, bytes(SIZE))  # a whole-disk zeroing no test double was told of
     run_cycle(project, "s", tracker=scan)
     _assert_replica_exact(project, tmp_path, [disk])
 
@@ -211,9 +284,7 @@ def test_without_a_base_the_whole_disk_is_read(project: Project, tmp_path: Path,
     uid = project.db.disks(project.db.server("s").id)[0].uid
     shutil.rmtree(project.hashes_dir / uid)  # the base's digests are gone
     disk.write(0, b"y" * 100)
-    with open(disk.path, "r+b") as f:  # a change no tracker was told of: only a full read finds it
-        f.seek(7 * BS)
-        f.write(b"z" * 100)
+    disk.write_untold(7 * BS, b"z" * 100)  # no test double was told of it: only a full read finds it
     res = run_cycle(project, "s", tracker=tracker)
     assert res.bytes_read >= first.bytes_read
     if isinstance(tracker, WrittenRegionsTestTracker):
@@ -222,17 +293,17 @@ def test_without_a_base_the_whole_disk_is_read(project: Project, tmp_path: Path,
 
 
 def test_regions_cover_the_disk_in_order(tmp_path: Path, tracker: ChangeTracker) -> None:
-    disk = Disk(tmp_path / "d.raw", tracker)
-    src = open_source(disk.path, "raw")
-    try:
-        for base in (None, 1):
+    disk = _disk(tmp_path / "d.raw", tracker)
+    for base in (None, 1):
+        src = disk.source(tmp_path)  # one open per call: a live disk freezes once per open
+        try:
             pos = 0
-            for r in tracker.regions(TrackedDisk("u", 0, disk.path), src, base):
+            for r in tracker.regions(TrackedDisk("u", 0, Path(disk.spec)), src, base):
                 assert r.offset == pos and r.length > 0 and isinstance(r.kind, Kind)
                 pos += r.length
             assert pos == src.size
-    finally:
-        src.close()
+        finally:
+            src.close()
 
 
 def test_resync_forces_what_the_tracker_forgot(project: Project, tmp_path: Path, tracker: ChangeTracker) -> None:

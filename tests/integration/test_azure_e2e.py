@@ -16,6 +16,7 @@ from godwit.engine.inventory import add_server
 from godwit.engine.mover import apply_server
 from godwit.migrate import migration
 from godwit.project.project import init, open_project
+from godwit.replicas.open import replica_name
 from tests.azurite import Azurite
 from tests.helpers import convert, make_raw, read_view, scribble
 
@@ -71,8 +72,11 @@ def test_qcow2_into_azure_page_blob_and_vhd(azurite: Azurite, tmp_path: Path) ->
     info = json.loads(subprocess.run(["qemu-img", "info", "-f", "vpc", "--output=json", str(vhd_file)],
                                      capture_output=True, text=True, check=True).stdout)
     assert info["virtual-size"] == 25 << 20  # rounded up to a whole MiB
+    server = p.db.server("web01")
+    blob_name = replica_name(server, p.db.disks(server.id)[0]) + ".vhd"
+    assert blob_name.startswith("web01-") and server.uid[:12] in blob_name  # keyed by uid (issue 8.1)
     with azurite.service() as svc:
-        blob = svc.get_blob_client(replicas, "web01-disk0.vhd").download_blob().readall()
+        blob = svc.get_blob_client(replicas, blob_name).download_blob().readall()
     assert blob == vhd_file.read_bytes()
 
     copy = migration.test_migration(p, "web01", fmt="pageblob", recovery_point="1", out_dir=Path(exports))

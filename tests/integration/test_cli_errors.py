@@ -75,7 +75,7 @@ def test_bad_disks(proj: Path, tmp_path: Path) -> None:
 def test_bad_options(proj: Path, tmp_path: Path) -> None:
     assert_clean_error(run("replicate", "cycle", "web", project=proj), 5, "not enabled")
     assert run("replicate", "start", "web", project=proj).returncode == 0
-    assert_clean_error(run("replicate", "cycle", "web", "--max-mbps", "-3", project=proj), 2, "positive")
+    assert_clean_error(run("replicate", "cycle", "web", "--max-mbps", "-3", project=proj), 2, "between")
     assert run("mover", "run", "--once", project=proj).returncode == 0
     assert_clean_error(run("migrate", "web", "--test", "--format", "vmdk", "--out", str(tmp_path / "o"),
                            project=proj), 2, "format 'vmdk'")
@@ -143,3 +143,103 @@ def test_read_only_cache(project: Project, tmp_path: Path) -> None:
         subprocess.run(["mount", "-o", "remount,ro", str(project.cache_dir)], check=True)
         proc = run("replicate", "start", "s", project=project.root)
         assert_clean_error(proc, 22, "not writable")
+
+
+# -- issue 8.9 / 8.10: one validator for numbers, one JSON error path, no markup from user text --
+
+def test_numbers_out_of_range_are_usage_errors(proj: Path, tmp_path: Path) -> None:
+    huge = "99999999999999999999999"
+    for args, match in ((["events", "--limit", huge], "--limit"),
+                        (["migrate", "web", "--test", "-r", huge, "--out", str(tmp_path / "o")], "--recovery-point"),
+                        (["verify", "web", "-r", "-1"], "--recovery-point"),
+                        (["mover", "run", "--interval", "-1"], "--interval"),
+                        (["replicate", "cycle", "web", "--max-mbps", "1e-9"], "--max-mbps"),
+                        (["replicate", "cycle", "web", "--max-mbps", "nan"], "--max-mbps"),
+                        (["replicate", "run", "--once", "--interval", "-5"], "--interval")):
+        assert_clean_error(run(*args, project=proj), 2, match)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("cache = 5\n", "[cache] must be a table"),
+    ("replicas = 5\n", "[replicas] must be a table"),
+    ("replication = [1, 2]\n", "[replication] must be a table"),
+    ("[replication]\nbogus = 1\n", "unknown key(s) in [replication]: bogus"),
+    ("[replication.throttle]\nmax_mbps = nan\n", "max_mbps"),
+    ("[replication.throttle]\nmax_mbps = inf\n", "max_mbps"),
+    ("[replication]\ninterval_seconds = 99999999999999999\n", "interval_seconds"),
+    ('[cache]\npath = "a\\u0000b"\n', "NUL"),
+    ('[replicas]\npath = ""\n', "[replicas] path is empty"),
+    ('[cache]\npath = " "\n', "[cache] path is empty"),
+])
+def test_bad_config_values_are_config_errors(proj: Path, text: str, match: str) -> None:
+    (proj / "godwit.toml").write_text(text)
+    assert_clean_error(run("server", "list", project=proj), 3, match)
+
+
+def test_user_text_is_never_markup(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(run("server", "add", "x", "--disk", "/tmp/[/]y", project=proj), 10, "/tmp/[/]y")
+    (tmp_path / "[bold]d[").mkdir()
+    odd = tmp_path / "[bold]d[" / "]x.raw"  # the path holds "[bold]d[/]x.raw"
+    make_raw(odd, 1 << 20)
+    proc = run("server", "add", "odd", "--disk", str(odd), project=proj)
+    assert proc.returncode == 0 and str(odd) in proc.stdout, proc.stderr
+    listing = subprocess.run([sys.executable, "-m", "godwit", "server", "list", "--project", str(proj)],
+                             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "400"})
+    assert listing.returncode == 0 and "[bold]d[/]x.raw" in listing.stdout, listing.stdout
+
+
+def test_names_and_paths_are_checked(proj: Path, tmp_path: Path) -> None:
+    assert_clean_error(run("server", "add", "a\n", "--disk", str(tmp_path / "d.raw"), project=proj), 2, "not valid")
+    assert_clean_error(run("init", str(tmp_path / "n"), "--name", "a" * 300), 2, "not valid")
+    assert_clean_error(run("init", str(tmp_path / ("a" * 300))), 3, "cannot create a project")
+    assert_clean_error(run("server", "list", project=tmp_path / ("b" * 300)), 3)
+    here = tmp_path / "here"
+    here.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "godwit", "init", ""], capture_output=True, text=True, cwd=here,
+                          timeout=60)
+    assert_clean_error(proc, 2, "empty")
+    assert not (here / "godwit.toml").exists()
+
+
+def test_json_errors_are_json(proj: Path, tmp_path: Path) -> None:
+    import json
+
+    for args, code in ((["replicate", "cycle", "nope", "--json"], 4),
+                       (["events", "--limit", "x", "--json"], 2),
+                       (["events", "--limit", "0", "--json"], 2),
+                       (["server", "add", "web", "--disk", str(tmp_path / "d.raw"), "--json"], 5)):
+        proc = run(*args, project=proj)
+        assert_clean_error(proc, code)
+        doc = json.loads(proc.stdout)
+        assert doc["error"]["exit_code"] == code and doc["error"]["message"], doc
+        assert "hint" in doc["error"]
+    assert run("replicate", "start", "web", project=proj).returncode == 0
+    again = run("replicate", "start", "web", "--json", project=proj)
+    assert again.returncode == 0 and json.loads(again.stdout)["server"] == "web", again.stdout
+
+
+def test_config_that_is_not_a_file(proj: Path) -> None:
+    toml = proj / "godwit.toml"
+    toml.unlink()
+    toml.symlink_to("/dev/zero")
+    assert_clean_error(run("server", "list", project=proj), 3)
+    toml.unlink()
+    os.mkfifo(toml)
+    assert_clean_error(run("server", "list", project=proj), 3)  # a hang fails through the timeout
+    toml.unlink()
+    toml.write_bytes(b"#" * (2 << 20))
+    assert_clean_error(run("server", "list", project=proj), 3, "far smaller")
+
+
+def test_verify_mismatch_under_json_is_one_document(proj: Path) -> None:
+    import json
+
+    assert run("replicate", "start", "web", project=proj).returncode == 0
+    assert run("mover", "run", "--once", project=proj).returncode == 0
+    img = next((proj / "replicas").glob("web-*/disk0-*.img"))
+    with open(img, "r+b") as f:
+        f.seek(12345)
+        f.write(b"\xff" * 16)
+    proc = run("verify", "web", "--json", project=proj)
+    assert_clean_error(proc, 41)
+    assert json.loads(proc.stdout)["ok"] is False

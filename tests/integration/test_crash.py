@@ -97,7 +97,7 @@ def test_kill_during_apply_keeps_points_exact(project: Project, tmp_path: Path) 
         write_at(img, i * (8 << 20), os.urandom(6 << 20))
     replication.cycle(project, "s")
     view2 = img.read_bytes()
-    undo = project.replicas_dir / "s" / "disk0.undo" / "0000000002.undo"
+    undo = next(project.replicas_dir.glob("s-*/disk0-*.undo")) / "0000000002.undo"
     for attempt in range(3):
         proc = _godwit(project, "mover", "run", "--once", "--json")
         _wait_for(lambda p=proc: undo.exists() or p.poll() is not None)

@@ -54,7 +54,7 @@ def test_apply_in_order_and_older_points(project: Project, tmp_path: Path) -> No
 def test_corrupt_pack_rolls_back_and_flags(project: Project, tmp_path: Path) -> None:
     disks = _setup(project, tmp_path)
     apply_server(project, "s")
-    before = (project.replicas_dir / "s" / "disk0.img").read_bytes()
+    before = (next(project.replicas_dir.glob("s-*/disk0-*.img"))).read_bytes()
     scribble(disks[0], seed=42, writes=40)
     replication.cycle(project, "s")
     uid = project.db.server("s").uid
@@ -64,7 +64,7 @@ def test_corrupt_pack_rolls_back_and_flags(project: Project, tmp_path: Path) -> 
     packs[-1].write_bytes(bytes(raw))
     with pytest.raises(CorruptObjectError, match="cannot be applied"):
         apply_server(project, "s")
-    assert (project.replicas_dir / "s" / "disk0.img").read_bytes() == before
+    assert (next(project.replicas_dir.glob("s-*/disk0-*.img"))).read_bytes() == before
     assert project.db.disks(project.db.server("s").id)[0].state == "error"
     assert [rp["number"] for rp in migration.recovery_points(project, "s")] == [1]
     # Resync discards the damaged cycle; the next cycle resends the changes since point 1.
@@ -79,7 +79,7 @@ def test_corrupt_pack_rolls_back_and_flags(project: Project, tmp_path: Path) -> 
 def test_verify_detects_a_damaged_replica(project: Project, tmp_path: Path) -> None:
     _setup(project, tmp_path)
     apply_server(project, "s")
-    img = project.replicas_dir / "s" / "disk0.img"
+    img = next(project.replicas_dir.glob("s-*/disk0-*.img"))
     with open(img, "r+b") as f:
         f.seek(3 * 65536 + 7)
         f.write(b"\xde\xad")

@@ -49,7 +49,7 @@ def _setup(project: Project, tmp_path: Path, size: int = SIZE) -> Path:
 
 
 def _replica(project: Project) -> bytes:
-    return (project.replicas_dir / "s" / "disk0.img").read_bytes()
+    return (next(project.replicas_dir.glob("s-*/disk0-*.img"))).read_bytes()
 
 
 def test_resync_after_a_partial_apply_resends_what_it_touched(project: Project, tmp_path: Path) -> None:

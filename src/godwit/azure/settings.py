@@ -13,11 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from godwit.azure.credentials import CredentialRef, parse_credential
 from godwit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from godwit.network.route import Router
 
 MIB = 1 << 20
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
@@ -62,6 +65,8 @@ class AzureSettings:
     #: None: the environment's HTTPS_PROXY / HTTP_PROXY / NO_PROXY (read by azure.transport, never
     #: by the HTTP library); ``"none"``: direct; otherwise the proxy URL every request goes through.
     proxy: str | None = None
+    #: The project's network plane (``[network]``): when set it routes every request (azure.transport).
+    router: Router | None = field(default=None, compare=False)
     #: Extra SDK client keywords (request hooks, logging_enable) for tests and benchmarks only;
     #: godwit.toml cannot set them.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

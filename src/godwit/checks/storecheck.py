@@ -29,6 +29,7 @@ from godwit.azure.transport import Plane
 from godwit.errors import GodwitError
 
 if TYPE_CHECKING:
+    from godwit.network.route import Router
     from godwit.project.project import Project
 
 MAX_SKEW_SECONDS = 300  # SAS start/expiry and Entra tokens tolerate about this much
@@ -55,7 +56,8 @@ def check_stores(project: Project) -> list[CheckResult]:
     if cfg.cache.kind == "local":
         results += check_local(project.cache_dir)
     else:
-        results += _check_azure_section("cache", cfg.cache.options, project.root, "data", require_gpv2=True)
+        results += _check_azure_section("cache", cfg.cache.options, project.root, "data", require_gpv2=True,
+                                        router=project.router)
     if cfg.gateway:
         gateway = dict(cfg.gateway)
         kind = gateway.pop("kind", "azure")
@@ -63,7 +65,8 @@ def check_stores(project: Project) -> list[CheckResult]:
             results.append(CheckResult("gateway: config", False, f"[gateway] kind {kind!r} is unknown",
                                        'use kind = "azure" (or leave kind out)'))
         else:
-            results += _check_azure_section("gateway", gateway, project.root, "control", require_gpv2=False)
+            results += _check_azure_section("gateway", gateway, project.root, "control", require_gpv2=False,
+                                            router=project.router)
     return results
 
 
@@ -94,7 +97,7 @@ def check_local(folder: Path) -> list[CheckResult]:
 
 
 def _check_azure_section(name: str, options: dict[str, Any], root: Path, plane: Plane, *,
-                         require_gpv2: bool) -> list[CheckResult]:
+                         require_gpv2: bool, router: Router | None = None) -> list[CheckResult]:
     allowed = CONNECTION_KEYS if name == "gateway" else None
     try:
         settings = (parse_options(options, name, root, allowed=allowed) if allowed
@@ -102,7 +105,8 @@ def _check_azure_section(name: str, options: dict[str, Any], root: Path, plane: 
     except GodwitError as exc:
         return [CheckResult(f"{name}: config", False, exc.message, exc.hint or "fix godwit.toml")]
     # A check should answer quickly: a wrong path would otherwise retry for a minute or more.
-    quick = replace(settings, retries=min(settings.retries, 1), retry_backoff_seconds=min(
+    # On the route that [network] plans (router None: the section's own proxy settings).
+    quick = replace(settings, router=router, retries=min(settings.retries, 1), retry_backoff_seconds=min(
         settings.retry_backoff_seconds, 0.5), connect_timeout_seconds=min(settings.connect_timeout_seconds, 10))
     return check_azure(name, quick, plane, require_gpv2=require_gpv2)
 

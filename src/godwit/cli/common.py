@@ -1,4 +1,8 @@
-"""What every command shares: the project option, the consoles, error printing, JSON output."""
+"""What every command shares: the project option, the consoles, error printing, JSON output.
+
+The consoles never parse markup: names, paths and messages are user text, and Rich would read
+``[/]`` in a disk path as a closing tag (and fail). Styled output is built with :func:`styled`.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-from godwit.errors import GodwitError
+from godwit.errors import GodwitError, UsageError
 from godwit.project.project import Project, open_project
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 ProjectOpt = Annotated[
     Path | None,
@@ -30,12 +34,31 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(exc: GodwitError) -> typer.Exit:
-    # Messages quote what people typed: never markup.
-    err.print(f"[bold red]godwit: error:[/] {escape(exc.message)}", markup=True, highlight=False)
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Plain strings and (text, style) pairs as one line; no part is ever read as markup."""
+    return Text.assemble(*parts)
+
+
+def error_json(exc: GodwitError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}}
+
+
+def fail(exc: GodwitError, *, json_: bool = False) -> typer.Exit:
+    """Print ``exc`` as one line and its hint (and as JSON on stdout under --json); the exit."""
+    err.print(styled(("godwit: error: ", "bold red"), exc.message.replace("\n", "\\n")))
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
+        err.print(styled(("hint: ", "yellow"), exc.hint))
+    if json_:
+        print_json(error_json(exc))
     return typer.Exit(exc.exit_code)
+
+
+def bounded(value: float, option: str, low: float, high: float) -> float:
+    """A finite number within [low, high], or a usage error naming the option (one validator for
+    every numeric option: huge integers overflow SQLite, tiny rates sleep forever, NaN is no cap)."""
+    if value != value or not low <= value <= high:  # NaN fails every comparison
+        raise UsageError(f"{option} must be between {low:g} and {high:g}, got {value!r}")
+    return value
 
 
 @contextmanager
@@ -81,6 +104,6 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GodwitError as exc:
-            raise fail(exc) from None
+            raise fail(exc, json_=bool(kwargs.get("json_"))) from None
 
     return wrapper  # type: ignore[return-value]

@@ -14,8 +14,8 @@ from rich.table import Table
 import godwit.cli.replicate_cmd as replicate_cmd
 import godwit.cli.server_cmd as server_cmd
 from godwit import __version__
-from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, out, print_json, project_from
-from godwit.errors import GodwitError
+from godwit.cli.common import JsonOpt, ProjectOpt, bounded, err, fail, guarded, out, print_json, project_from, styled
+from godwit.errors import GodwitError, UsageError
 
 app = typer.Typer(
     name="godwit",
@@ -34,7 +34,8 @@ def _optional_subapps() -> None:
 
     for module, name in (("godwit.cli.store_cmd", "store"), ("godwit.cli.mover_cmd", "mover"),
                          ("godwit.cli.migrate_cmd", "migrate"), ("godwit.cli.network_cmd", "network"),
-                         ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.assess_cmd", "assess")):
+                         ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.sources_cmd", "sources"),
+                         ("godwit.cli.assess_cmd", "assess")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:
@@ -78,15 +79,17 @@ def version() -> None:
 @app.command()
 @guarded
 def init(
-    path: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+    path: Annotated[str, typer.Argument(help="Folder for the new project (created if missing).")],
     name: Annotated[str | None, typer.Option(help="Project name (default: the folder's name).")] = None,
 ) -> None:
     """Create a project: godwit.toml, the state database, cache/ and replicas/."""
     from godwit.project.project import init as init_project
 
-    project = init_project(path, name)
+    if not path.strip():  # Path("") is the current folder: never a project by accident
+        raise UsageError("the project folder is empty", hint="godwit init PATH (`godwit init .` for this folder)")
+    project = init_project(Path(path), name)
     project.close()
-    out.print(f"created project [bold]{project.config.name}[/] in {project.root}")
+    out.print(styled("created project ", (project.config.name, "bold"), f" in {project.root}"))
 
 
 @app.command()
@@ -100,6 +103,7 @@ def events(
     """Show the event log (cycles committed, errors, warnings)."""
     from datetime import datetime
 
+    bounded(limit, "--limit", 1, 1_000_000)
     with project_from(project) as p:
         rows = p.db.events(server, limit)
     if json_:
@@ -120,6 +124,7 @@ def demo(
     cycles: Annotated[int, typer.Option(help="Delta cycles with file changes between them.")] = 4,
 ) -> None:
     """Run the whole story on a generated sample server, with a summary at the end."""
+    bounded(cycles, "--cycles", 0, 1000)
     from godwit.cli.progress import disk_progress
     from godwit.demo.walkthrough import run_demo
 
@@ -129,12 +134,27 @@ def demo(
 _optional_subapps()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The entry point. Click's own usage errors get godwit's one-line form, its exit code 2, and
+    the JSON error document under --json, like every other error."""
+    from typer import _click as click  # typer raises its own vendored click's exceptions
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    json_ = "--json" in args
     try:
-        app()
+        code = app(args=args, prog_name="godwit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.ClickException as exc:
+        where = exc.ctx.command_path if isinstance(exc, click.exceptions.UsageError) and exc.ctx else "godwit"
+        code = fail(UsageError(exc.format_message(), hint=f"see `{where} --help`"), json_=json_).exit_code
+    except typer.Abort:
+        err.print("godwit: interrupted")
+        code = 130
     except GodwitError as exc:  # raised outside a command's own handler
-        err.print(f"godwit: error: {exc.message}")
-        sys.exit(exc.exit_code)
+        code = fail(exc, json_=json_).exit_code
     except KeyboardInterrupt:
         err.print("godwit: interrupted")
-        sys.exit(130)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

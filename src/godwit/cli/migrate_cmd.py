@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from
-from godwit.errors import UsageError
+from godwit.cli.common import JsonOpt, ProjectOpt, fail, guarded, human_bytes, out, print_json, project_from, styled
+from godwit.errors import GodwitError, UsageError
 
 if TYPE_CHECKING:
     from godwit.assess.preparation import Preparation
@@ -21,6 +21,14 @@ def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
     app.command("recovery-points")(recovery_points)
     app.command("verify")(verify)
+
+
+def point_option(value: str) -> str:
+    """``latest`` or a recovery point number that fits the state database (at most 18 digits)."""
+    if value == "latest" or (value.isascii() and value.isdigit() and 0 < len(value) <= 18 and int(value) > 0):
+        return value
+    raise UsageError(f"--recovery-point must be a recovery point number or `latest`, got {value[:40]!r}",
+                     hint="list them with `godwit recovery-points NAME`")
 
 
 @guarded
@@ -49,6 +57,7 @@ def migrate(
     """
     from godwit.migrate import migration
 
+    recovery_point = point_option(recovery_point)
     prepared: Preparation | None = None
     with project_from(project) as p:
         if name == "cleanup" and target is not None:
@@ -116,6 +125,7 @@ def verify(
     """Re-hash NAME's replica at a recovery point and compare with the recorded block hashes."""
     from godwit.migrate import migration
 
+    recovery_point = point_option(recovery_point)
     with project_from(project) as p:
         report = migration.verify(p, name, recovery_point)
     if json_:
@@ -126,7 +136,12 @@ def verify(
             if d["mismatches"]:
                 ranges = ", ".join(f"{o}+{n}" for o, n in d["mismatches"][:10])
                 more = f" and {len(d['mismatches']) - 10} more" if len(d["mismatches"]) > 10 else ""
-                out.print(f"disk{d['index']}: [red]MISMATCH[/] at {ranges}{more}")
+                out.print(styled(f"disk{d['index']}: ", ("MISMATCH", "red"), f" at {ranges}{more}"))
             else:
                 out.print(f"disk{d['index']}: ok ({human_bytes(d['size'])})")
-    migration.raise_on_mismatch(report)
+    try:
+        migration.raise_on_mismatch(report)
+    except GodwitError as exc:
+        if json_:  # the report is the JSON answer: stdout holds one document
+            raise fail(exc) from None
+        raise

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, bounded, err, guarded, out, print_json, project_from, styled
 from godwit.cli.progress import disk_progress
 from godwit.errors import GodwitError
 
@@ -25,6 +25,7 @@ def run(
     """Apply every server's committed cycles in order, seal recovery points, release the cache."""
     from godwit.engine.mover import apply_server
 
+    bounded(interval, "--interval", 0.1, 86400)
     failures: list[GodwitError] = []
     with project_from(project) as p:
         while True:
@@ -44,7 +45,8 @@ def run(
                 except GodwitError as exc:
                     failures.append(exc)
                     summary[s.name] = {"error": exc.message}
-                    err.print(f"[red]{s.name}: error:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+                    err.print(styled((f"{s.name}: error: ", "red"), exc.message
+                                     + (f" (hint: {exc.hint})" if exc.hint else "")))
             if json_:
                 print_json(summary)
             elif not summary and once:

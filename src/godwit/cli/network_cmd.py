@@ -1,4 +1,4 @@
-"""`godwit network`: the network plane (`plan` today; `check` and `bench` join this sub-app)."""
+"""`godwit network`: the network plane — `plan`, `check` and `bench`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from godwit.cli.common import ProjectOpt, err, guarded
-from godwit.errors import ConflictError, GodwitError, UsageError
+from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, human_bytes, out, print_json, project_from
+from godwit.errors import ConflictError, GodwitError, NetworkPolicyError, UsageError
 
 if TYPE_CHECKING:
     from godwit.checks.plan import ProjectView
@@ -126,3 +127,80 @@ def _write(path: Path, text: str, *, force: bool, executable: bool) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_MARK = {"pass": "[green]pass[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+
+
+@app.command("check")
+@guarded
+def check(
+    json_: JsonOpt = False,
+    skip: Annotated[list[str] | None, typer.Option(help="Do not run the check with this id (repeatable); it is "
+                                                        "reported as warn.", show_default=False)] = None,
+    control_endpoint: Annotated[list[str] | None, typer.Option(
+        help="A control-plane endpoint HOST[:PORT] to reach on its route (repeatable; default: "
+             "login.microsoftonline.com and management.azure.com).", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per connection attempt.")] = 5.0,
+    project: ProjectOpt = None,
+) -> None:
+    """Check the network plane for real: DNS of the cache account, the bypass list, routes, reachability.
+
+    Each check passes, warns or fails with what was seen and the fix; the exit code is non-zero
+    when any check fails. The ids are stable (see docs/configuration.md).
+    """
+    from godwit.checks.network_check import CONTROL_ENDPOINTS, record, run_network_check
+
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    with project_from(project) as p:
+        report = run_network_check(p, control_endpoints=tuple(control_endpoint or CONTROL_ENDPOINTS),
+                                   skip=tuple(skip or ()), timeout=timeout)
+        record(p, report)
+    if json_:
+        print_json(report.as_dict())
+    else:
+        for c in report.checks:
+            out.print(f"{_MARK[c.status]} {escape(c.id)}: {escape(c.message)}", markup=True, highlight=False)
+            if c.fix and c.status != "pass":
+                out.print(f"     fix: {c.fix}", markup=False, highlight=False)
+        verdict = "passed" if report.ok else "FAILED"
+        out.print(f"network check {verdict} (data_plane = {report.data_plane})", markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(NetworkPolicyError.exit_code)
+
+
+@app.command("bench")
+@guarded
+def bench(
+    json_: JsonOpt = False,
+    size_mib: Annotated[float, typer.Option(help="Size of each scratch object in MiB (at most 256).")] = 8.0,
+    count: Annotated[int, typer.Option(help="Number of scratch objects (at most 100).")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (at most 16).")] = 2,
+    project: ProjectOpt = None,
+) -> None:
+    """Measure the data plane to the cache store on replication's path: throughput and latency.
+
+    Writes scratch objects under godwit-bench/, reads them back, times small requests, and
+    removes them; prints which path the requests took.
+    """
+    from godwit.checks.network_bench import bench as run_bench
+    from godwit.checks.network_bench import check_bounds
+
+    check_bounds(size_mib, count, concurrency)
+    with project_from(project) as p:
+        res = run_bench(p, size_mib=size_mib, count=count, concurrency=concurrency)
+    data = res.as_dict()
+    if json_:
+        print_json(data)
+        return
+    out.print(f"path: {res.path}", markup=False, highlight=False)
+    out.print(f"store: {res.store}; {res.count} object(s) of {human_bytes(res.size_bytes)}, "
+              f"{res.concurrency} in flight", markup=False, highlight=False)
+    for name in ("upload", "download", "small"):
+        s = data[name]
+        lat = s["latency_ms"]
+        rate = f"{s['mb_per_s']:.1f} MB/s, " if s["mb_per_s"] else ""
+        out.print(f"{name:>8}: {rate}latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
+                  f"max {lat['max']:.1f} ms ({s['requests']} requests)", markup=False, highlight=False)
+    out.print(f"removed {res.removed} scratch object(s)", markup=False, highlight=False)

@@ -25,7 +25,7 @@ def disk_progress(label: str, enabled: bool = True) -> Iterator[ProgressFn]:
         yield lambda _i, _d, _t: None
         return
     tasks: dict[int, TaskID] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(binary_units=True),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=False) as prog:
 
         def update(idx: int, done: int, total: int) -> None:

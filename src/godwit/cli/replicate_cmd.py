@@ -12,6 +12,7 @@ from rich.table import Table
 from godwit.cli.common import (
     JsonOpt,
     ProjectOpt,
+    bounded,
     err,
     guarded,
     human_age,
@@ -19,8 +20,10 @@ from godwit.cli.common import (
     out,
     print_json,
     project_from,
+    styled,
 )
 from godwit.cli.progress import disk_progress
+from godwit.config.schedule import MBPS_MAX, MBPS_MIN
 from godwit.engine import lifecycle as replication
 from godwit.engine.cycle import CycleResult
 from godwit.errors import GodwitError
@@ -36,7 +39,7 @@ def _say(res: CycleResult, json_: bool) -> None:
         print_json({**asdict(res), "bottleneck": res.bottleneck})
         return
     for w in res.warnings:
-        err.print(f"[yellow]warning:[/] {w}")
+        err.print(styled(("warning: ", "yellow"), w))
     rate = res.bytes_read / res.t_wall / 1e6 if res.t_wall else 0.0
     resumed = f", resumed ({res.packs_reused} pack(s) already stored)" if res.resumed else ""
     out.print(f"{res.server}: cycle {res.number} ({res.kind}) committed{resumed}: read {human_bytes(res.bytes_read)}, "
@@ -45,24 +48,30 @@ def _say(res: CycleResult, json_: bool) -> None:
               f"bottleneck: {res.bottleneck}")
 
 
+def _check_mbps(max_mbps: float | None) -> None:
+    """Checked before the project opens, so a bad value fails before any work starts."""
+    if max_mbps is not None:
+        bounded(max_mbps, "--max-mbps", MBPS_MIN, MBPS_MAX)
+
+
 def _limit(p: object, max_mbps: float | None) -> None:
     if max_mbps is not None:
-        if max_mbps <= 0:
-            from godwit.errors import UsageError
-
-            raise UsageError("--max-mbps must be positive")
-        p.max_mbps_override = max_mbps  # type: ignore[attr-defined]
+        p.max_mbps_override = bounded(max_mbps, "--max-mbps", MBPS_MIN, MBPS_MAX)  # type: ignore[attr-defined]
 
 
 @app.command()
 @guarded
 def start(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
     """Enable replication of NAME and run its initial cycle."""
+    _check_mbps(max_mbps)
     with project_from(project) as p, disk_progress(f"{name} initial", not json_) as prog:
         _limit(p, max_mbps)
         res = replication.start(p, name, progress=prog)
     if res is None:
-        out.print(f"replication of {name} enabled (already has committed cycles)")
+        if json_:
+            print_json({"server": name, "enabled": True, "cycle": None})
+        else:
+            out.print(f"replication of {name} enabled (already has committed cycles)")
     else:
         _say(res, json_)
 
@@ -71,6 +80,7 @@ def start(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_
 @guarded
 def cycle(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
     """Run one delta cycle of NAME now (resumes an interrupted cycle first)."""
+    _check_mbps(max_mbps)
     with project_from(project) as p, disk_progress(f"{name} delta", not json_) as prog:
         _limit(p, max_mbps)
         res = replication.cycle(p, name, progress=prog)
@@ -92,19 +102,26 @@ def run(
     interval: Annotated[float | None, typer.Option(help="Seconds between cycles of a server "
                                                         "(default: replication.interval_seconds).")] = None,
     once: Annotated[bool, typer.Option(help="One round over every enabled server, then exit.")] = False,
+    continuous: Annotated[bool, typer.Option(help="Start a server's next cycle as soon as the last one "
+                                                  "commits (at most every --min-interval seconds).")] = False,
+    min_interval: Annotated[float, typer.Option(help="With --continuous: seconds between cycle starts.")] = 1.0,
     project: ProjectOpt = None,
     max_mbps: MaxMbps = None,
     json_: JsonOpt = False,
 ) -> None:
     """The appliance loop: cycles for every enabled server, and the mover when the project is local."""
+    _check_mbps(max_mbps)
+    if interval is not None:
+        bounded(interval, "--interval", 1, 86400 * 7)
     with project_from(project) as p:
         _limit(p, max_mbps)
 
         def on_error(server: str, exc: GodwitError) -> None:
-            err.print(f"[red]{server}: error:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+            err.print(styled((f"{server}: error: ", "red"), exc.message
+                             + (f" (hint: {exc.hint})" if exc.hint else "")))
 
         report = replication.run_loop(
-            p, interval=interval, once=once,
+            p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
             progress_for=None if json_ else (lambda s: disk_progress(f"{s}", True)),
             on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error)
     if json_:
@@ -137,14 +154,21 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
             table.add_row(
                 s.server if first else "", str(d.index), d.state,
                 str(s.last_cycle or "-") + (f" (open: {s.open_cycle})" if s.open_cycle else ""),
-                human_age(s.rpo_seconds), human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
+                human_age(d.rpo_seconds) + (f" (max {human_age(d.rpo_max_seconds)})" if d.rpo_max_seconds else ""),
+                human_bytes(d.bytes_read), human_bytes(d.bytes_sent),
                 human_bytes(d.bytes_stored), f"{tp / 1e6:.0f}" if tp else "",
                 (last.bottleneck if last else "-") if first else "",
                 str(s.latest_recovery_point or "-") if first else "")
     out.print(table)
     for s in rows:
+        net = s.network
+        if net.path or net.last_check:
+            verdict = "passed" if net.last_check_ok else "FAILED"
+            checked = f"{human_age(time.time() - net.last_check)} ago ({verdict})" if net.last_check else "never"
+            out.print(f"{s.server} network: {net.path or '-'}, {human_bytes(net.bytes_sent or 0)} sent in cycle "
+                      f"{net.cycle or '-'}; last network check: {checked}", markup=False)
         if s.error:
-            err.print(f"[red]{s.server}:[/] {s.error}")
+            err.print(styled((f"{s.server}: ", "red"), str(s.error)))
         if s.cycles:
             c = s.cycles[-1]
             out.print(f"{s.server} cycle {c.number}: read {c.t_read:.2f}s, hash+compress "
@@ -165,7 +189,8 @@ def check(name: str, project: ProjectOpt = None, json_: JsonOpt = False) -> None
         print_json(rows)
     else:
         for r in rows:
-            out.print(f"cycle {r['cycle']}: " + ("ok" if r["ok"] else f"[red]DAMAGED[/]: {r['error']}"))
+            verdict: list[str | tuple[str, str]] = ["ok"] if r["ok"] else [("DAMAGED", "red"), f": {r['error']}"]
+            out.print(styled(f"cycle {r['cycle']}: ", *verdict))
         if not rows:
             out.print(f"{name}: no committed cycles waiting in the cache")
     if any(not r["ok"] for r in rows):

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, human_bytes, out, print_json, project_from, styled
 
 app = typer.Typer(help="Servers to replicate and their disks.", no_args_is_help=True)
 
@@ -17,7 +17,9 @@ app = typer.Typer(help="Servers to replicate and their disks.", no_args_is_help=
 def add(
     name: Annotated[str, typer.Argument(help="Server name (letters, digits, '.', '_', '-').")],
     disk: Annotated[list[str], typer.Option("--disk", "-d", help="A disk: raw image, block device, qcow2, "
-                                                                  "VMDK, VHD or VHDX file. Repeat in disk order.")],
+                                                                  "VMDK, VHD or VHDX file, or a running QEMU's "
+                                                                  "qemu+unix:///QMP.sock?node=NODE. Repeat in "
+                                                                  "disk order.")],
     disk_format: Annotated[list[str] | None, typer.Option(
         "--disk-format", help="raw, qcow2, vmdk, vpc (VHD) or vhdx: once for every disk, or once per --disk "
                               "in order. Without it the format is probed, and an image whose backing file "
@@ -34,7 +36,7 @@ def add(
         print_json({"server": server.name, "disks": [{"index": d.idx, "spec": d.spec, "format": d.format,
                                                       "size": d.size} for d in disks]})
         return
-    out.print(f"added server [bold]{server.name}[/] with {len(disks)} disk(s):")
+    out.print(styled("added server ", (server.name, "bold"), f" with {len(disks)} disk(s):"))
     for d in disks:
         out.print(f"  disk{d.idx}: {d.spec} ({d.format}, {human_bytes(d.size)})")
 

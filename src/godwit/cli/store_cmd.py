@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from, styled
 from godwit.errors import StoreError
 
 app = typer.Typer(help="The cache store (a folder or an Azure blob container) and the gateway account.",
@@ -36,11 +36,11 @@ def check(project: ProjectOpt = None, json_: JsonOpt = False) -> None:
     else:
         table = Table("check", "result", "detail", "fix")
         for r in results:
-            table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAIL[/]", r.detail, r.fix)
+            table.add_row(r.name, styled(("ok", "green")) if r.ok else styled(("FAIL", "bold red")), r.detail, r.fix)
         out.print(table)
         if failed:
-            out.print(f"[bold red]{len(failed)} check(s) failed[/]: see the fix column")
+            out.print(styled((f"{len(failed)} check(s) failed", "bold red"), ": see the fix column"))
         else:
-            out.print("[green]all checks passed[/]")
+            out.print(styled(("all checks passed", "green")))
     if failed:
         raise typer.Exit(StoreError.exit_code)

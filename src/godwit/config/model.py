@@ -6,15 +6,18 @@ here: credentials are named by reference (an environment variable or a file).
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from godwit.config.network import NetworkConfig, parse_network
 from godwit.errors import ConfigError
 
 HASH_ALGORITHMS = ("xxh3-128", "blake3")
-TRACKERS = ("scan",)
+TRACKERS = ("scan", "bitmap")
 
 
 def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
@@ -22,10 +25,28 @@ def _take(section: dict[str, Any], name: str, key: str, kind: type | tuple[type,
         return default
     value = section.pop(key)
     if isinstance(value, bool) and kind is not bool:
-        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}")
+        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}"[:200])
     if not isinstance(value, kind):
-        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}")
+        raise ConfigError(f"[{name}] {key} must be {_kind_name(kind)}, got {value!r}"[:200])
+    if isinstance(value, str) and "\x00" in value:  # no path, name or URL holds a NUL byte
+        raise ConfigError(f"[{name}] {key} contains a NUL character")
     return value
+
+
+def _path(section: dict[str, Any], name: str, default: str) -> str:
+    value: str = _take(section, name, "path", str, default)
+    if not value.strip():
+        raise ConfigError(f"[{name}] path is empty", hint=f'leave it out for the default ("{default}")')
+    return value
+
+
+def _table(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """The table ``[name]`` (empty when absent); any other TOML value there is an error."""
+    value = data.pop(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table, got {value!r}"[:200],
+                          hint=f"write it as a section: [{name}] on its own line, then key = value lines")
+    return dict(value)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -93,14 +114,14 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     #: The state/gateway storage account (Azure's ``gwsa…``): kind-specific, validated by its user.
     gateway: dict[str, Any] = field(default_factory=dict)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
-def parse(data: dict[str, Any]) -> Config:
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+def parse(data: dict[str, Any], root: Path | None = None) -> Config:
+    """``root`` is the project folder, for relative paths (the current folder when None)."""
+    data = dict(data)
     cfg = Config()
-    project = data.pop("project", {})
-    if not isinstance(project, dict):
-        raise ConfigError("[project] must be a table")
+    project = _table(data, "project")
     cfg.name = _take(project, "project", "name", str, cfg.name)
     fmt = _take(project, "project", "format", int, 1)
     if fmt != 1:
@@ -108,12 +129,12 @@ def parse(data: dict[str, Any]) -> Config:
                           hint="upgrade godwit")
     _no_leftovers(project, "project")
 
-    cache = data.pop("cache", {})
+    cache = _table(data, "cache")
     c = cfg.cache
     c.kind = _take(cache, "cache", "kind", str, c.kind)
     if c.kind not in ("local", "azure"):
         raise ConfigError(f"[cache] kind {c.kind!r} is unknown", hint='use "local" or "azure"')
-    c.path = _take(cache, "cache", "path", str, c.path)
+    c.path = _path(cache, "cache", c.path)
     c.pack_size_mib = _take(cache, "cache", "pack_size_mib", int, c.pack_size_mib)
     if not 1 <= c.pack_size_mib <= 1024:
         raise ConfigError("[cache] pack_size_mib must be between 1 and 1024")
@@ -121,7 +142,7 @@ def parse(data: dict[str, Any]) -> Config:
     if c.kind == "local":
         _no_leftovers(cache, "cache")
 
-    rep = data.pop("replication", {})
+    rep = _table(data, "replication")
     r = cfg.replication
     r.tracker = _take(rep, "replication", "tracker", str, r.tracker)
     if r.tracker not in TRACKERS:
@@ -139,8 +160,8 @@ def parse(data: dict[str, Any]) -> Config:
     if not 1 <= r.upload_concurrency <= 64:
         raise ConfigError("[replication] upload_concurrency must be between 1 and 64")
     r.interval_seconds = _take(rep, "replication", "interval_seconds", int, r.interval_seconds)
-    if r.interval_seconds < 1:
-        raise ConfigError("[replication] interval_seconds must be at least 1")
+    if not 1 <= r.interval_seconds <= 7 * 86400:
+        raise ConfigError("[replication] interval_seconds must be between 1 and 604800 (a week)")
     throttle = _take(rep, "replication", "throttle", dict, {})
     t = r.throttle
     t.max_mbps = _take(throttle, "replication.throttle", "max_mbps", (int, float), None)
@@ -151,12 +172,12 @@ def parse(data: dict[str, Any]) -> Config:
 
     BandwidthSchedule.parse(t.max_mbps, t.schedule)  # validates
 
-    replicas = data.pop("replicas", {})
+    replicas = _table(data, "replicas")
     rp = cfg.replicas
     rp.kind = _take(replicas, "replicas", "kind", str, rp.kind)
     if rp.kind not in ("local", "azure"):
         raise ConfigError(f"[replicas] kind {rp.kind!r} is unknown", hint='use "local" or "azure"')
-    rp.path = _take(replicas, "replicas", "path", str, rp.path)
+    rp.path = _path(replicas, "replicas", rp.path)
     rp.keep_recovery_points = _take(replicas, "replicas", "keep_recovery_points", int,
                                     rp.keep_recovery_points)
     if not 1 <= rp.keep_recovery_points <= 100:
@@ -165,19 +186,36 @@ def parse(data: dict[str, Any]) -> Config:
     if rp.kind == "local":
         _no_leftovers(replicas, "replicas")
 
-    state = data.pop("state", {})
+    state = _table(data, "state")
     cfg.state.url = _take(state, "state", "url", str, "")
     _no_leftovers(state, "state")
-    cfg.gateway = data.pop("gateway", {})
-    if not isinstance(cfg.gateway, dict):
-        raise ConfigError("[gateway] must be a table")
+    cfg.gateway = _table(data, "gateway")
+    cfg.network = parse_network(data.pop("network", None), root or Path("."))
     _no_leftovers(data, "top level")
     return cfg
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> bytes:
+    """The file's bytes: a regular file (a FIFO would block, /dev/zero never end), at most 1 MiB."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {st.st_size} bytes; a godwit.toml is far smaller",
+                              hint="see docs/configuration.md")
+        return os.read(fd, MAX_CONFIG_BYTES)
+    finally:
+        os.close(fd)
+
+
 def load(path: Path) -> Config:
     try:
-        raw = path.read_bytes()
+        raw = _read_config(path)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist", hint="run `godwit init PATH` to create a project") from None
     except OSError as exc:
@@ -186,7 +224,7 @@ def load(path: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    return parse(data)
+    return parse(data, path.parent)
 
 
 DEFAULT_TOML = """\
@@ -201,7 +239,7 @@ path = "cache"          # relative to the project folder
 pack_size_mib = 32      # target size of a pack object
 
 [replication]
-tracker = "scan"        # change tracking: "scan" (re-hash blocks)
+tracker = "scan"        # change tracking: "scan" (re-hash blocks) or "bitmap" (QEMU dirty bitmaps)
 block_size_kib = 64
 hash = "xxh3-128"       # or "blake3"
 compression_level = 1   # zstd level

@@ -10,6 +10,11 @@ from datetime import datetime
 
 from godwit.errors import ConfigError
 
+#: Bandwidth caps godwit accepts, in Mbps: below the minimum a pack would take days (and a
+#: near-zero rate overflows the sleep); above the maximum a cap means nothing.
+MBPS_MIN = 0.1
+MBPS_MAX = 1_000_000.0
+
 _WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
@@ -23,6 +28,12 @@ class Window:
         if self.start <= self.end:
             return self.start <= minute < self.end
         return minute >= self.start or minute < self.end
+
+
+def _valid_mbps(value: object) -> bool:
+    """A finite number in range: NaN compares false to everything, so it would mean no cap."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and MBPS_MIN <= value <= MBPS_MAX)
 
 
 class BandwidthSchedule:
@@ -43,11 +54,13 @@ class BandwidthSchedule:
             h1, m1, h2, m2 = (int(g) for g in m.groups())
             if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
                 raise ConfigError(f"throttle window {spec!r} has an impossible time")
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"throttle window {spec!r} needs a positive Mbps number, got {value!r}")
-            windows.append(Window(h1 * 60 + m1, h2 * 60 + m2, float(value)))
-        if default_mbps is not None and default_mbps <= 0:
-            raise ConfigError("max_mbps must be positive")
+            if not _valid_mbps(value):
+                raise ConfigError(f"throttle window {spec!r} needs a positive number of Mbps from {MBPS_MIN:g} to "
+                                  f"{MBPS_MAX:g}, got {value!r}")
+            windows.append(Window(h1 * 60 + m1, h2 * 60 + m2, float(value)))  # type: ignore[arg-type]
+        if default_mbps is not None and not _valid_mbps(default_mbps):
+            raise ConfigError(f"[replication.throttle] max_mbps must be a positive number of Mbps from "
+                              f"{MBPS_MIN:g} to {MBPS_MAX:g}, got {default_mbps!r}", hint="leave it out for no cap")
         return cls(default_mbps, windows)
 
     def mbps_at(self, when: datetime) -> float | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from godwit.errors import ConflictError, SourceError, UsageError
 from godwit.project.project import NAME_RE, Project
 from godwit.sources import open_source, record_format
+from godwit.sources.live import is_live_spec, probe_live
 from godwit.state.db import Disk, Server
 from godwit.state.locks import server_lock
 from godwit.state.servers import NewDisk
@@ -32,6 +33,10 @@ def add_server(project: Project, name: str, specs: list[str],
     probed: list[tuple[str, str, int]] = []
     notes: list[str] = []
     for i, spec in enumerate(specs):
+        if is_live_spec(spec):  # a running QEMU's disk: no file to resolve or probe
+            live, size = probe_live(spec)
+            probed.append((live, "qemu-live", size))
+            continue
         # Links are resolved here, once: later opens refuse a link at the stored path.
         path = Path(spec).expanduser().resolve()
         if path in seen:

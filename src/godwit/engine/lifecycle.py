@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import threading
@@ -10,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from godwit.engine import gateway_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
+from godwit.sources.live import SpaceLowError
+from godwit.state.network import NetworkRecords
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
 
 log = logging.getLogger("godwit.engine.lifecycle")
@@ -45,11 +49,19 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
     if server.state in ("added", "stopped"):
         raise ConflictError(f"replication of {name} is not enabled",
                             hint=f"run `godwit replicate start {name}`")
-    result = run_cycle(project, name, kind, progress=progress)
+    try:
+        result = run_cycle(project, name, kind, progress=progress)
+    except SpaceLowError as exc:  # a live disk's overlay would fill: wait for space (the loop retries)
+        if server.state != "paused":
+            with project.db.unit() as u:
+                u.servers.set_state(server.id, "paused", exc.message)
+                u.events.add("warning", f"replication paused: {exc.message}", server=name)
+        raise
     if server.state == "paused":  # the error that paused it is gone
         with project.db.unit() as u:
             u.servers.set_state(server.id, "replicating")
             u.servers.clear_disk_errors(server.id)
+    gateway_state.after_cycle(project, result)  # issue 9.4/9.8: the cycle's path; state to [gateway]
     return result
 
 
@@ -64,13 +76,20 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              progress_for: Callable[[str], Any] | None = None,
              on_cycle: Callable[[CycleResult], None] | None = None,
              on_error: Callable[[str, GodwitError], None] | None = None,
-             stop_event: threading.Event | None = None) -> LoopReport:
+             stop_event: threading.Event | None = None, continuous: bool = False,
+             min_interval: float = 1.0) -> LoopReport:
     """The appliance loop: every enabled server gets a cycle when its interval has passed.
+
+    ``continuous``: a server's next cycle starts as soon as its previous one committed (and the
+    mover ran), at most once every ``min_interval`` seconds; the throttle still bounds the
+    upload. The RPO is then about one cycle's read and upload of the churn.
 
     With a local project the mover runs after each round, so one command keeps replicas current.
     An error in one server is reported and the loop goes on with the others.
     """
     interval = interval if interval is not None else project.config.replication.interval_seconds
+    if continuous:
+        interval = min_interval
     stop_event = stop_event or threading.Event()
     report = LoopReport()
     if threading.current_thread() is threading.main_thread():
@@ -110,7 +129,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
             report.applied += _run_mover(project, report, on_error)
         if once:
             break
-        stop_event.wait(1.0)
+        due = [interval - (time.monotonic() - t) for t in last_run.values()]
+        stop_event.wait(max(0.0, min([1.0, *due])) if continuous else 1.0)
     return report
 
 
@@ -145,6 +165,8 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
             stored_by_disk: dict[int, int] = {}
             for row in u.cycles.disk_rows(waiting):
                 stored_by_disk[row.disk_id] = stored_by_disk.get(row.disk_id, 0) + row.bytes_sent
+            rpo = (now - last.committed) if last and last.committed else None
+            rpo_max = _rpo_max([c.committed for c in committed[-11:] if c.committed], now)
             disks = []
             for d in u.servers.disks(s.id):
                 r = per_disk.get(d.id)
@@ -154,13 +176,14 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                     last_cycle=last.number if last else None,
                     bytes_read=r.bytes_read if r else 0, bytes_sent=r.bytes_sent if r else 0,
                     bytes_changed=r.bytes_changed if r else 0, bytes_stored=stored_by_disk.get(d.id, 0),
-                    throughput_bps=(r.bytes_read / last.t_wall) if r and last and last.t_wall else None))
+                    throughput_bps=(r.bytes_read / last.t_wall) if r and last and last.t_wall else None,
+                    rpo_seconds=rpo, rpo_max_seconds=rpo_max))
             rps = u.points.for_server(s.id)
             out.append(ServerStatus(
                 server=s.name, state=s.state, error=s.error,
                 last_cycle=last.number if last else None,
                 open_cycle=next((c.number for c in cycles if c.state == "open"), None),
-                rpo_seconds=(now - last.committed) if last and last.committed else None,
+                rpo_seconds=rpo, rpo_max_seconds=rpo_max,
                 bytes_stored=sum(c.bytes_sent for c in committed if c.state == "committed"),
                 throughput_bps=(last.bytes_read / last.t_wall) if last and last.t_wall else None,
                 latest_recovery_point=rps[-1].number if rps else None,
@@ -169,8 +192,16 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                                        if k not in ("id", "server_id", "manifest_key")},
                                     bottleneck=bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle))
                         for c in cycles[-10:]],
+                network=NetworkRecords(u.connection).status(last.id if last else None),
             ))
     return out
+
+
+def _rpo_max(commits: list[float], now: float) -> float | None:
+    """Just before each commit the RPO was the time since the one before: the worst such gap."""
+    if not commits:
+        return None
+    return max([b - a for a, b in itertools.pairwise(commits)] + [now - commits[-1]])
 
 
 def check_cache(project: Project, name: str) -> list[dict[str, Any]]:

@@ -2,7 +2,11 @@
 
 Every extent's checksum is checked after decompression and before anyone gets the bytes: a bad
 pack raises CorruptObjectError naming the server, cycle, disk and pack, and nothing from it is
-handed out. Packs are fetched whole, once each, a few at a time in parallel.
+handed out. Packs are fetched once each, a few at a time in parallel, and never beyond the last
+byte the manifest says they hold (a pack replaced by something endless cannot exhaust memory).
+
+A damaged or missing cycle is never helped by a new cycle (it would pile up behind the damaged
+one): every hint here says `godwit replicate resync`, which discards it so the next cycle resends.
 """
 
 from __future__ import annotations
@@ -29,16 +33,26 @@ class Write:
     length: int
 
 
+RESYNC = ("run `godwit replicate resync {name}`: it discards the cycle, and the next cycle resends "
+          "every change since the latest recovery point (a new cycle alone would wait behind this one)")
+
+
 def load_manifest(store: ObjectStore, server_uid: str, cycle: int, *, store_id: str | None = None) -> mf.Manifest:
     key = manifest_key(server_uid, cycle)
     try:
         data = store.get(key)
     except ObjectMissingError:
         raise ObjectMissingError(f"the manifest of cycle {cycle} is missing from the cache store ({key})",
-                                 hint="the cycle cannot be applied; run `godwit replicate cycle` to resend") from None
-    m = mf.decode(data, f"manifest of cycle {cycle}")
+                                 hint=RESYNC.format(name="<server>")) from None
+    try:
+        m = mf.decode(data, f"manifest of cycle {cycle}")
+    except CorruptObjectError as exc:
+        if exc.hint and "new cycle" not in exc.hint:
+            raise  # e.g. "upgrade godwit": that one is right
+        raise CorruptObjectError(exc.message, hint=RESYNC.format(name="<server>")) from None
     if m.server_uid != server_uid or m.cycle != cycle:
-        raise CorruptObjectError(f"manifest {key} belongs to another server or cycle")
+        raise CorruptObjectError(f"manifest {key} belongs to another server or cycle",
+                                 hint=RESYNC.format(name=m.server_name))
     if store_id is not None and m.store_id != store_id:
         raise CorruptObjectError(f"manifest {key} was written into another cache store ({m.store_id})",
                                  hint="objects were copied between stores; they are not trusted")
@@ -55,13 +69,18 @@ def iter_writes(store: ObjectStore, m: mf.Manifest, *, prefetch: int = 3) -> Ite
         for e in d.extents:
             by_pack.setdefault(e.pack, []).append((d.index, e))
     packs = list(by_pack)
+    # The manifest says how much of each pack it uses: never read (or hold) more than that.
+    needed = {p: max(e.pos + e.stored for _, e in uses) for p, uses in by_pack.items()}
+    hint = RESYNC.format(name=m.server_name)
 
     def fetch(pack: str) -> bytes:
         try:
-            return store.get(pack_key(m.server_uid, pack))
+            return store.get(pack_key(m.server_uid, pack), 0, needed[pack])
         except ObjectMissingError:
             raise ObjectMissingError(f"pack {pack} of cycle {m.cycle} ({m.server_name}) is missing from the "
-                                     "cache store", hint="run a new cycle: the changes will be resent") from None
+                                     "cache store", hint=hint) from None
+        except CorruptObjectError as exc:
+            raise CorruptObjectError(exc.message, hint=hint) from None
 
     dctx = zstandard.ZstdDecompressor()
     with ThreadPoolExecutor(max(1, prefetch)) as pool:
@@ -75,11 +94,14 @@ def iter_writes(store: ObjectStore, m: mf.Manifest, *, prefetch: int = 3) -> Ite
             for disk, e in by_pack[pack]:
                 what = f"{m.server_name} cycle {m.cycle} disk {disk} pack {pack} extent at {e.offset}"
                 if e.pos + e.stored > len(data):
-                    raise CorruptObjectError(f"{what}: pack is truncated")
-                raw = decode_blob(view[e.pos:e.pos + e.stored], e.codec, e.length, dctx, what)
+                    raise CorruptObjectError(f"{what}: pack is truncated", hint=hint)
+                try:
+                    raw = decode_blob(view[e.pos:e.pos + e.stored], e.codec, e.length, dctx, what)
+                except CorruptObjectError as exc:
+                    raise CorruptObjectError(exc.message, hint=hint) from None
                 if extent_checksum(raw) != e.checksum:
                     raise CorruptObjectError(f"{what}: checksum mismatch, the pack is damaged",
-                                             hint="nothing was written from it; run a new cycle to resend")
+                                             hint="nothing was written from it; " + hint)
                 verified.append(Write(disk, e.offset, raw, e.length))
             del view, data
             yield from verified

@@ -20,7 +20,7 @@ from godwit.errors import (
 )
 from godwit.format.blockhashes import DIGEST
 from godwit.format.hashing import block_digest
-from godwit.migrate.export import check_format, check_out_dir, export, needed_bytes
+from godwit.migrate.export import check_format, check_out_dir, export, needed_bytes, refuse_out_dir
 from godwit.project.project import Project
 from godwit.replicas.base import PointReader
 from godwit.state import hashstore
@@ -128,6 +128,10 @@ def _export_point(project: Project, server: Server, rp: RecoveryPoint, fmt: str,
     if fmt == "pageblob":
         return _copy_point_to_blobs(project, server, rp, str(out_dir))
     disks = project.db.disks(server.id)
+    # Every caller (CLI, demo, service) gets the same refusal: never next to a source disk or in
+    # the project's own folders.
+    refuse_out_dir(out_dir, [d.spec for d in disks], reserved=[project.state_dir, project.cache_dir,
+                                                               project.replicas_dir])
     replicas = [project.replica(server, d) for d in disks]
     readers: list[PointReader] = []
     files: list[str] = []

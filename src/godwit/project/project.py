@@ -14,7 +14,8 @@ from pathlib import Path
 from godwit.config import model as configmod
 from godwit.config.model import Config
 from godwit.config.schedule import BandwidthSchedule
-from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError
+from godwit.errors import ConflictError, GodwitError, ProjectError, StoreError, UsageError
+from godwit.network.route import Router, router_for
 from godwit.replicas.base import ReplicaDisk
 from godwit.replicas.open import open_replica
 from godwit.state import StateDB
@@ -24,7 +25,7 @@ from godwit.stores.throttle import ThrottledStore, TokenBucket
 
 CONFIG_NAME = "godwit.toml"
 STORE_CONFIG_KEY = "godwit-store.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")  # \Z: "$" would accept a trailing newline
 
 
 def default_path() -> Path:
@@ -40,6 +41,7 @@ class Project:
     max_mbps_override: float | None = None
     bucket: TokenBucket | None = None
     _store_id: str | None = field(default=None, repr=False)
+    _router: Router | None = field(default=None, repr=False)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -63,14 +65,24 @@ class Project:
     def cache_dir(self) -> Path:
         return (self.root / self.config.cache.path).resolve()
 
-    # -- the cache store ---------------------------------------------------------------------
+    # -- the network plane and the cache store --------------------------------------------------
+
+    @property
+    def router(self) -> Router | None:
+        """The routing decision for every Azure request (``[network]``); None without that table."""
+        if self._router is None:
+            url = self.config.cache.options.get("account_url") if self.config.cache.kind == "azure" else None
+            self._router = router_for(self.config.network, url if isinstance(url, str) else None,
+                                      on_change=lambda change: self.db.event(
+                                          "error" if change.problems else "warning", change.describe()))
+        return self._router
 
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
             from godwit.stores.open import open_store
 
-            raw = open_store(self.config.cache, self.root)
+            raw = open_store(self.config.cache, self.root, self.router)
             schedule = BandwidthSchedule.parse(self.config.replication.throttle.max_mbps,
                                                self.config.replication.throttle.schedule)
 
@@ -94,6 +106,12 @@ class Project:
         try:
             raw = self.store.get(STORE_CONFIG_KEY)
         except ObjectMissingError:
+            # A new id only for a store without godwit objects: in one that holds a layout, a new id
+            # would make every committed cycle look copied in from another store.
+            if self._holds_servers():
+                raise StoreError(f"{STORE_CONFIG_KEY} is missing from {self.store.description}, which holds "
+                                 "godwit objects", hint=f"restore {STORE_CONFIG_KEY} from a backup; godwit will "
+                                 "not make a new id for a store in use") from None
             doc = {"format": 1, "id": secrets.token_hex(16), "created": time.time()}
             with contextlib.suppress(ObjectExistsError):  # another process made it first: read theirs
                 self.store.put(STORE_CONFIG_KEY, json.dumps(doc).encode(), overwrite=False)
@@ -109,9 +127,19 @@ class Project:
                              hint="restore it from a backup; godwit will not guess the store's id") from None
         return self._store_id
 
+    def _holds_servers(self) -> bool:
+        try:
+            return next(iter(self.store.list("servers/")), None) is not None
+        except GodwitError:
+            return False  # cannot be listed (no container yet): no evidence of a layout
+
     def replica(self, server: Server, disk: Disk) -> ReplicaDisk:
-        """The replica of one disk, as `[replicas]` configures it."""
-        return open_replica(self.config.replicas, self.root, server, disk)
+        """The replica of one disk, as `[replicas]` configures it, checked against the state's
+        recovery points (a replica of another history is refused, never used)."""
+        points = [rp.number for rp in self.db.recovery_points(server.id)]
+        newest = max((c.number for c in self.db.cycles(server.id)), default=0)
+        return open_replica(self.config.replicas, self.root, server, disk, state_points=points,
+                            newest_cycle=newest, router=self.router)
 
     def close(self) -> None:
         if self._store is not None:
@@ -123,15 +151,18 @@ def init(root: Path, name: str | None = None, *, state_url: str | None = None) -
     """Create a project; ``state_url`` is written to ``[state] url`` (default: SQLite in state/)."""
     root = Path(root)
     cfg_path = root / CONFIG_NAME
-    if cfg_path.exists():
-        raise ConflictError(f"{root} is already a godwit project", hint="use it, or pick another folder")
-    name = name or root.resolve().name or "godwit"
-    if not NAME_RE.match(name):
-        name = "godwit"
-    text = configmod.DEFAULT_TOML.format(name=name)
-    if state_url:
-        text += f"\n[state]\nurl = {json.dumps(state_url)}\n"  # a JSON string is a TOML basic string
+    if name is not None and not NAME_RE.match(name):
+        raise UsageError(f"project name {name[:80]!r} is not valid",
+                         hint="1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     try:
+        if cfg_path.exists():
+            raise ConflictError(f"{root} is already a godwit project", hint="use it, or pick another folder")
+        name = name or root.resolve().name
+        if not NAME_RE.match(name):
+            name = "godwit"  # a folder name that is no valid project name: the default, not an error
+        text = configmod.DEFAULT_TOML.format(name=name)
+        if state_url:
+            text += f"\n[state]\nurl = {json.dumps(state_url)}\n"  # a JSON string is a TOML basic string
         root.mkdir(parents=True, exist_ok=True)
         for sub in ("state", "cache", "replicas"):
             (root / sub).mkdir(exist_ok=True)
@@ -179,7 +210,11 @@ def holds_data(root: Path, cfg: Config) -> bool:
 def open_project(root: Path | None = None, *, database_url: str | None = None) -> Project:
     root = Path(root) if root is not None else default_path()
     cfg_path = root / CONFIG_NAME
-    if not cfg_path.exists():
+    try:
+        found = cfg_path.is_file()
+    except OSError as exc:  # a name too long, a loop of links
+        raise ProjectError(f"cannot open a project at {root}: {exc.strerror}") from None
+    if not found:
         raise ProjectError(f"no godwit project at {root.resolve()} ({CONFIG_NAME} not found)",
                            hint="run `godwit init PATH`, or pass --project / set GODWIT_PROJECT")
     cfg = configmod.load(cfg_path)

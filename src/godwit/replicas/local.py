@@ -4,7 +4,7 @@ Files, for a replica named ``disk0`` in folder ``D``::
 
     D/disk0.img                 the live disk: the latest applied cycle (sparse)
     D/disk0.undo/<N>.undo       what cycle N overwrote: recovery point N-1 over N's ranges
-    D/disk0.points.json         sealed recovery points (written atomically)
+    D/disk0.points.json         sealed recovery points and whose they are (written atomically)
 
 Why an undo journal: reflink copies need XFS or Btrfs, and a qcow2 overlay chain slows every
 read. An undo log costs one read and one write of exactly the bytes a cycle changes, works on any
@@ -24,6 +24,7 @@ import ctypes.util
 import errno
 import json
 import os
+import stat
 import struct
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -53,6 +54,24 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
         return False
     raise OSError(err, os.strerror(err))
+
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_file(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open one of the replica's own files: never through a link, never a FIFO or a device (a
+    planted one would redirect writes or block forever)."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ReplicaError(f"{path} is a symbolic link", hint="move it aside; godwit made no such link") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ReplicaError(f"{path} is not a regular file", hint="move it aside; godwit made no such file")
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
@@ -90,7 +109,7 @@ class _Undo:
     def __init__(self, path: Path) -> None:
         self.path = path
         size = path.stat().st_size
-        with open(path, "rb") as f:
+        with os.fdopen(_open_file(path), "rb") as f:
             h = xxhash.xxh3_128()
             left = size - 16
             while left > 0:  # streamed: an undo journal can be as large as the disk
@@ -152,7 +171,7 @@ class _Overlay:
 class LocalPointReader(PointReader):
     def __init__(self, live: Path, size: int, undos: list[_Undo]) -> None:
         self.size = size
-        self._fd = os.open(live, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = _open_file(live)
         self._overlay = _Overlay()
         self._live = live
         for u in sorted(undos, key=lambda u: u.cycle):  # the earliest later cycle wins
@@ -178,7 +197,7 @@ class LocalPointReader(PointReader):
                 else:
                     fd = self._files.get(src)
                     if fd is None:
-                        fd = self._files[src] = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+                        fd = self._files[src] = _open_file(src)
                     buf[lo - offset:hi - offset] = os.pread(fd, hi - lo, pos + (lo - s))
             i += 1
         return bytes(buf)
@@ -204,9 +223,13 @@ class LocalPointReader(PointReader):
 
 
 class LocalReplica(ReplicaDisk):
-    def __init__(self, folder: Path, name: str) -> None:
+    """``identity`` (the server's and disk's uids) is written into the points file and checked on
+    every read of it: a replica never serves points recorded for another server or disk."""
+
+    def __init__(self, folder: Path, name: str, *, identity: dict[str, str] | None = None) -> None:
         self.folder = Path(folder)
         self.name = name
+        self.identity = dict(identity or {})
         self.live = self.folder / f"{name}.img"
         self.undo_dir = self.folder / f"{name}.undo"
         self.points_file = self.folder / f"{name}.points.json"
@@ -217,17 +240,23 @@ class LocalReplica(ReplicaDisk):
 
     def _state(self) -> dict[str, list[int]]:
         try:
-            doc = json.loads(self.points_file.read_text())
-            return {"points": [int(n) for n in doc["points"]]}
+            with os.fdopen(_open_file(self.points_file), "rb") as f:
+                doc = json.loads(f.read())
+            points = {"points": [int(n) for n in doc["points"]]}
+            owner = {k: doc.get(k) for k in self.identity}
         except FileNotFoundError:
             return {"points": []}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise CorruptObjectError(f"{self.points_file} is damaged") from None
+        if owner != self.identity:
+            raise ReplicaError(f"replica {self.live} belongs to another server or disk ({owner}, expected "
+                               f"{self.identity})", hint="move the replica folder aside; godwit will not reuse it")
+        return points
 
     def _save_state(self, points: list[int]) -> None:
         tmp = self.points_file.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump({"format": 1, "points": sorted(points)}, f)
+            json.dump({"format": 1, **self.identity, "points": sorted(points)}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.points_file)
@@ -240,7 +269,7 @@ class LocalReplica(ReplicaDisk):
         if self._fd < 0:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.live, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._fd = _open_file(self.live, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 raise ReplicaError(f"cannot open replica {self.live}: {exc.strerror}") from None
         return self._fd
@@ -344,7 +373,7 @@ class LocalReplica(ReplicaDisk):
             return  # begin never finished: nothing of this cycle was written
         undo = _Undo(path)
         fd = self._open()
-        with open(path, "rb") as f:
+        with os.fdopen(_open_file(path), "rb") as f:
             for e in undo.entries:
                 if e.pos < 0:
                     self.zero(e.offset, e.length)

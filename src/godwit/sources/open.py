@@ -19,6 +19,10 @@ def open_source(path: Path, fmt: str, *, snapshot_dir: Path | None = None,
     ``snapshot_dir`` enables a point-in-time view where possible; ``temp_tag`` names every
     temporary the open makes (the engine passes ``<server uid>-d<disk>-c<cycle>``).
     """
+    if fmt == "qemu-live":  # a running QEMU's disk, read from a fleecing export (sources.live)
+        from godwit.sources.live import open_live
+
+        return open_live(str(path), temp_tag=temp_tag, snapshot_dir=snapshot_dir)
     if fmt in ("raw", "block"):
         return FileSource(path, snapshot_dir=snapshot_dir, temp_tag=temp_tag)
     if fmt in NBD_FORMATS:

@@ -33,6 +33,8 @@ class DiskStatus(_View):
     bytes_changed: int
     bytes_stored: int  # sent by cycles still in the cache, not yet applied
     throughput_bps: float | None
+    rpo_seconds: float | None = None  # every cycle reads every disk: the server's, per disk for people
+    rpo_max_seconds: float | None = None
 
 
 class CycleStatus(_View):
@@ -55,6 +57,18 @@ class CycleStatus(_View):
     bottleneck: str
 
 
+class NetworkStatus(_View):
+    """The data-plane path of a server's last committed cycle, and the last ``network check``."""
+
+    path: str | None = None  # "private endpoint, direct to 10.1.0.5", "internet, via proxy URL", ...
+    data_plane: str | None = None
+    proxied: bool | None = None
+    bytes_sent: int | None = None
+    cycle: int | None = None
+    last_check: float | None = None  # time.time() of the last network check
+    last_check_ok: bool | None = None
+
+
 class ServerStatus(_View):
     server: str
     state: str
@@ -62,8 +76,10 @@ class ServerStatus(_View):
     last_cycle: int | None
     open_cycle: int | None
     rpo_seconds: float | None
+    rpo_max_seconds: float | None = None  # the worst RPO over the last ten commits (and now)
     bytes_stored: int
     throughput_bps: float | None
     latest_recovery_point: int | None
     disks: list[DiskStatus]
     cycles: list[CycleStatus]  # the last ten, oldest first
+    network: NetworkStatus = NetworkStatus()

@@ -10,15 +10,19 @@ page-blob replica and ``godwit store check``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from godwit.azure.clients import service_client
 from godwit.azure.errors import error_code, map_error
 from godwit.azure.settings import AzureSettings, parse_options
 from godwit.errors import GodwitError, ObjectExistsError, ObjectMissingError
 from godwit.stores.base import ObjectStore, validate_key
+
+if TYPE_CHECKING:
+    from godwit.network.route import Router
 
 
 class AzureBlobStore(ObjectStore):
@@ -124,6 +128,7 @@ class AzureBlobStore(ObjectStore):
             self._service.close()
 
 
-def open_azure_store(options: dict[str, Any], root: Path) -> AzureBlobStore:
-    """The cache store for ``[cache] kind = "azure"``; ``options`` are the section's other keys."""
-    return AzureBlobStore(parse_options(options, "cache", Path(root)))
+def open_azure_store(options: dict[str, Any], root: Path, router: Router | None = None) -> AzureBlobStore:
+    """The cache store for ``[cache] kind = "azure"``; ``options`` are the section's other keys.
+    ``router``: the project's network plane (``[network]``), which then routes every request."""
+    return AzureBlobStore(dataclasses.replace(parse_options(options, "cache", Path(root)), router=router))

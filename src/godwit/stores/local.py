@@ -1,7 +1,13 @@
 """The local-folder store: the embedded default cache store.
 
 Atomic put is write to a hidden temporary name, fsync, rename, fsync the folder: after a crash
-an object is either whole or absent. Temporary names start with ``.tmp-`` and are never listed.
+an object is either whole or absent. Temporary names start with ``.tmp-`` and are never listed;
+those a killed writer left behind are removed when the store opens, once older than
+``TMP_MAX_AGE`` (a put writes at local-disk speed: throttling waits before it starts).
+
+Objects are opened with ``O_NOFOLLOW | O_NONBLOCK`` and must be regular files: a FIFO would block
+``open()`` forever and a link to ``/dev/zero`` would read until memory runs out (issue 8.5). No
+read goes past the size ``fstat`` reports.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import fcntl
 import mmap
 import os
 import secrets
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from godwit.errors import (
+    CorruptObjectError,
     ObjectExistsError,
     ObjectMissingError,
     StoreError,
@@ -26,6 +35,8 @@ from godwit.errors import (
 from godwit.stores.base import ObjectStore, validate_key
 
 _TMP = ".tmp-"
+TMP_MAX_AGE = 3600.0
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DIRECT_ALIGN = 4096
 DIRECT_MIN = 1 << 20
 
@@ -78,13 +89,50 @@ def _write_all(fd: int, view: memoryview) -> None:
 
 
 class LocalStore(ObjectStore):
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, collect_older_than: float | None = TMP_MAX_AGE) -> None:
         self.root = Path(root)
         self.fsync = fsync
         self.description = f"local folder {self.root}"
         if not self.root.is_dir():
             raise StoreError(f"cache folder {self.root} does not exist",
                              hint="run `godwit init` or fix `cache.path` in godwit.toml")
+        if collect_older_than is not None:
+            self.collect_temporaries(collect_older_than)
+
+    def collect_temporaries(self, older_than: float) -> list[str]:
+        """Remove ``.tmp-*`` files that no writer can still own (older than ``older_than`` s)."""
+        removed: list[str] = []
+        limit = time.time() - older_than
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(_TMP):
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed.append(os.path.relpath(path, self.root))
+        return removed
+
+    def _open_object(self, key: str) -> tuple[int, int]:
+        """The object's descriptor and size; a missing key, or anything but a regular file, refused."""
+        path = self._path(key)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise ObjectMissingError(f"object {key} is missing from {self.description}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptObjectError(f"object {key} in {self.description} is a symbolic link, not an object",
+                                         hint="remove it; godwit never follows links in its cache") from None
+            raise _map_oserror(exc, f"reading {key}") from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise CorruptObjectError(f"object {key} in {self.description} is not a regular file",
+                                     hint="remove it; the cycle that needs it can be resent with "
+                                          "`godwit replicate resync`")
+        return fd, st.st_size
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -125,25 +173,33 @@ class LocalStore(ObjectStore):
             raise _map_oserror(exc, what) from exc
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path(key)
+        fd, size = self._open_object(key)
         try:
-            with open(path, "rb") as f:
-                if offset:
-                    f.seek(offset)
-                return f.read() if length is None else f.read(length)
-        except FileNotFoundError:
-            raise ObjectMissingError(f"object {key} is missing from {self.description}") from None
+            want = max(0, size - offset) if length is None else max(0, min(length, size - offset))
+            parts: list[bytes] = []
+            while want > 0:
+                chunk = os.pread(fd, want, offset)
+                if not chunk:
+                    break  # shrank under us: what is there
+                parts.append(chunk)
+                offset += len(chunk)
+                want -= len(chunk)
+            return b"".join(parts)
         except OSError as exc:
             raise _map_oserror(exc, f"reading {key}") from exc
+        finally:
+            os.close(fd)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return stat.S_ISREG(os.lstat(self._path(key)).st_mode)
+        except OSError:
+            return False
 
     def size(self, key: str) -> int:
-        try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
-            raise ObjectMissingError(f"object {key} is missing from {self.description}") from None
+        fd, size = self._open_object(key)
+        os.close(fd)
+        return size
 
     def list(self, prefix: str = "") -> Iterator[str]:
         keys: list[str] = []

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from godwit.errors import ConfigError
 from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
+from godwit.trackers.bitmap import BitmapTracker
 from godwit.trackers.scan import ScanTracker
 
-TRACKERS: dict[str, type[ChangeTracker]] = {ScanTracker.name: ScanTracker}
+TRACKERS: dict[str, type[ChangeTracker]] = {ScanTracker.name: ScanTracker, BitmapTracker.name: BitmapTracker}
 
 
 def build(name: str) -> ChangeTracker:
@@ -21,4 +22,4 @@ def build(name: str) -> ChangeTracker:
                           hint=f"use one of {tuple(TRACKERS)}") from None
 
 
-__all__ = ["TRACKERS", "ChangeTracker", "Kind", "Region", "ScanTracker", "TrackedDisk", "build"]
+__all__ = ["TRACKERS", "BitmapTracker", "ChangeTracker", "Kind", "Region", "ScanTracker", "TrackedDisk", "build"]

@@ -28,6 +28,7 @@ from godwit.state import cycles
 from godwit.state.cycles import CycleSettings
 from godwit.state.db import Cycle, Disk, Server
 from godwit.state.locks import server_lock
+from godwit.state.network import NetworkRecords
 from godwit.trackers import ChangeTracker, build
 
 log = logging.getLogger("godwit.cycle")
@@ -222,4 +223,25 @@ def run_cycle(project: Project, name: str, kind: str = "delta", *, progress: Pro
     server = project.db.server(name)
     if server.state == "migrated":
         raise GodwitError(f"server {name} is migrated; replication has ended")
+    if project.router is not None:
+        _acknowledge_if_checked(project)
+        project.router.refuse_if_changed()  # the cache account's answer changed: refuse until acknowledged
     return CycleRunner(project, server, progress=progress, tracker=tracker).run(kind)
+
+
+def _acknowledge_if_checked(project: Project) -> None:
+    """A `godwit network check` that passed after the cache account's answer changed is the person's
+    word that the new answer is right: accept it (a long `replicate run` would otherwise refuse until
+    restarted). The router then re-checks the new answer on the next request, so a public address
+    is still refused."""
+    router = project.router
+    assert router is not None
+    changes_seen = router.changes()
+    if not changes_seen:
+        return
+    with project.db.unit() as u:
+        check = NetworkRecords(u.connection).last_check()
+    if check and check.get("ok") and float(check.get("at") or 0) > changes_seen[-1].at:
+        log.warning("%s; accepted after the network check of %s", changes_seen[-1].describe(),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(check["at"]))))
+        router.acknowledge()

@@ -14,11 +14,12 @@ too; and Azurite ignores page-range diffs. Per-range restore works on both.)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from godwit.azure.clients import service_client
 from godwit.azure.errors import error_code, map_error
@@ -37,6 +38,9 @@ from godwit.replicas.pageblob.points import (
     list_points,
 )
 from godwit.replicas.pageblob.queue import WriteQueue
+
+if TYPE_CHECKING:
+    from godwit.network.route import Router
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
@@ -285,13 +289,16 @@ class PageBlobReplica(ReplicaDisk):
             self._service.close()
 
 
-def open_pageblob_replica(options: dict[str, Any], root: Path, name: str) -> PageBlobReplica:
-    """The replica for ``[replicas] kind = "azure"``: blob ``NAME.vhd`` in the configured container."""
+def open_pageblob_replica(options: dict[str, Any], root: Path, name: str,
+                          router: Router | None = None) -> PageBlobReplica:
+    """The replica for ``[replicas] kind = "azure"``: blob ``NAME.vhd`` in the configured container.
+    ``router``: the project's network plane (``[network]``), which then routes every request."""
     if not _NAME.match(name):
         raise ReplicaError(f"replica name {name!r} is not valid",
                            hint="letters, digits, '.', '_' and '-', starting with a letter or digit")
     settings = parse_options(options, "replicas", Path(root), allowed=REPLICA_KEYS,
                              default_concurrency=REPLICA_CONCURRENCY)
+    settings = dataclasses.replace(settings, router=router)
     service = service_client(settings, "data", pool=settings.max_concurrency + 4)
     blob = service.get_blob_client(settings.container, f"{name}.vhd")
     return PageBlobReplica(blob, settings, service=service)

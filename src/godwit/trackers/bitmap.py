@@ -1,0 +1,193 @@
+"""The bitmap tracker: QEMU's dirty bitmaps say which clusters the guest wrote since a cycle.
+
+Bitmaps on the disk's node, named by what they track (the names are all the state there is, so
+a godwit that died leaves nothing ambiguous):
+
+- ``godwit-c<N>``: every write since the point-in-time view of committed cycle N.
+- ``godwit-next-b<N>-<token>``: every write since the view of a cycle (in flight, failed or
+  killed) whose base is N. There may be several: each attempt adds one.
+
+A cycle with base N freezes (one QMP transaction, see ``sources.live``): add a new
+``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of
+``godwit-c<N>`` from the frozen view, split by ``base:allocation`` into CHANGED and ZERO; the
+rest is UNCHANGED.
+
+- ``committed(C)``: one transaction adds ``godwit-c<C>``, merges every ``next`` bitmap into it,
+  and removes them and every older ``godwit-c*``.
+- ``failed``: one transaction merges every ``next`` bitmap into ``godwit-c<N>`` and re-enables
+  it. The ``next`` bitmaps are *kept* until a commit: a resumed cycle reuses journaled packs read
+  from the failed attempt's view, and a write made after that view to such a block is known only
+  to that attempt's ``next`` bitmap; merged into ``godwit-c<C>`` at commit, the next cycle reads it.
+- Killed in between: the next ``regions`` does what ``failed`` would have (``next`` bitmaps of
+  the same base; without a base or with tracking lost they are just kept), or what ``committed``
+  would have (``next`` bitmaps of an older base while
+  ``godwit-c<base>`` is missing: they were created at or before the base's view, and never
+  disabled, so they hold a superset of the changes since).
+- Tracking lost: ``godwit-c<base>`` missing (a QEMU restart loses bitmaps added over QMP; someone
+  deleted it; the image was replaced) or ``inconsistent`` (QEMU was killed): a warning (the cycle
+  records it as an event) and a full ``scan`` of the disk, never a cycle that misses changes.
+
+A raw image gets bitmaps that are not persistent (QEMU stores bitmaps only in qcow2): they work
+while QEMU runs, and its restart means a full resync. A disk that is not a live QEMU disk is
+tracked as ``scan`` would.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from godwit.sources.base import DiskSource
+from godwit.sources.live import LiveSource, LiveSpec, is_live_spec
+from godwit.sources.qmp import QmpSession
+from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
+from godwit.trackers.scan import ScanTracker
+
+log = logging.getLogger("godwit.tracker.bitmap")
+
+PREFIX = "godwit-"
+_COMMITTED = re.compile(r"godwit-c(\d+)$")
+_NEXT = re.compile(r"godwit-next-b(\d+)-[0-9a-f]+$")
+
+
+def committed_name(cycle: int) -> str:
+    return f"godwit-c{cycle}"
+
+
+def next_name(base: int | None) -> str:
+    return f"godwit-next-b{base or 0}-{secrets.token_hex(4)}"
+
+
+class BitmapTracker(ChangeTracker):
+    name = "bitmap"
+
+    def __init__(self) -> None:
+        self._scan = ScanTracker()
+        self._base: dict[str, int | None] = {}  # disk uid -> base of the cycle in flight
+
+    # -- regions --------------------------------------------------------------------------------
+
+    def regions(self, disk: TrackedDisk, source: DiskSource, base: int | None) -> Iterator[Region]:
+        if not isinstance(source, LiveSource):
+            yield from self._scan.regions(disk, source, base)
+            return
+        q = source.qmp
+        assert q is not None
+        node = source.spec.node
+        want = committed_name(base) if base is not None else None
+        usable = self.recover(q, node, source.bitmaps, base, disk, source.warnings)
+        persistent = source.driver == "qcow2"
+        if not persistent and base is None:
+            source.warnings.append(f"disk {disk.index} is a {source.driver} image: QEMU keeps dirty bitmaps only "
+                                   "in qcow2, so tracking is lost when QEMU restarts (then godwit resyncs the "
+                                   "whole disk)")
+        self._base[disk.uid] = base
+        if usable and want is not None:
+            source.freeze(add=next_name(base), disable=(want,), persistent=persistent)
+            yield from _regions(source, want)
+        else:
+            source.freeze(add=next_name(base), persistent=persistent)
+            yield from self._scan.regions(disk, source, base)
+
+    def recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
+                 disk: TrackedDisk, warnings: list[str]) -> bool:
+        """Bring the node's godwit bitmaps (``found`` when the source opened) to one
+        ``godwit-c<base>``; False if tracking was lost."""
+        bitmaps = {n: b for n, b in found.items() if n.startswith(PREFIX)}
+        actions: list[dict[str, Any]] = []
+        lost = ""
+        for n, b in list(bitmaps.items()):
+            if b.get("inconsistent"):
+                lost = lost or f"bitmap {n} is inconsistent (QEMU stopped uncleanly)"
+                actions.append(_act("remove", node, n))
+                del bitmaps[n]
+        want = committed_name(base) if base is not None else None
+        nexts = {n: int(m.group(1)) for n in bitmaps if (m := _NEXT.match(n))}
+        # A consistent next bitmap stays until a commit whatever happens (see the docstring):
+        # merged into godwit-c<C> then, it covers blocks a resumed cycle took from an older view.
+        keep = set(nexts)
+        if want is not None and not lost:
+            if want not in bitmaps:
+                older = [n for n, b in nexts.items() if b < base]  # type: ignore[operator]
+                if older:  # died between commit and telling us: those bitmaps cover the base's view
+                    actions.append(_act("add", node, want, persistent=bool(bitmaps[older[0]].get("persistent"))))
+                    actions += [_merge(node, want, n) for n in older]
+                    keep.add(want)
+                else:
+                    lost = f"bitmap {want} is missing (QEMU restarted, it was deleted, or the disk was replaced)"
+            else:
+                keep.add(want)
+                # Earlier attempts at this cycle: what they saw goes into what this one reads.
+                actions += [_merge(node, want, n) for n in nexts]
+                if not bitmaps[want].get("recording", True):
+                    actions.append(_act("enable", node, want))
+        for n in bitmaps:
+            if n not in keep:
+                actions.append(_act("remove", node, n))
+        if actions:
+            q.run("transaction", actions=actions)
+        if lost and base is not None:
+            warnings.append(f"disk {disk.index}: change tracking was lost ({lost}); "
+                            "this cycle reads the whole disk (a full scan resync)")
+            log.warning("disk %s: %s; full resync", disk.index, lost)
+        return not lost
+
+    # -- commit and failure ------------------------------------------------------------------------
+
+    def committed(self, disk: TrackedDisk, cycle: int) -> None:
+        spec = _spec(disk)
+        if spec is None:
+            return
+        self._base.pop(disk.uid, None)
+        with QmpSession(spec.qmp) as q:
+            bitmaps = {n: b for n, b in q.bitmaps(spec.node).items() if n.startswith(PREFIX)}
+            nexts = [n for n in bitmaps if _NEXT.match(n)]
+            new = committed_name(cycle)
+            if not nexts:
+                return  # told twice, or the cycle ran without bitmaps: nothing to move
+            actions = []
+            if new not in bitmaps:
+                actions.append(_act("add", spec.node, new, persistent=bool(bitmaps[nexts[0]].get("persistent"))))
+            actions += [_merge(spec.node, new, n) for n in nexts]
+            actions += [_act("remove", spec.node, n) for n in bitmaps if n != new]
+            q.run("transaction", actions=actions)
+
+    def failed(self, disk: TrackedDisk, cycle: int) -> None:
+        spec = _spec(disk)
+        if spec is None or disk.uid not in self._base:
+            return
+        base = self._base.pop(disk.uid)
+        if base is None:
+            return  # a full read failed: the next one is full again; the next regions cleans up
+        with QmpSession(spec.qmp) as q:
+            bitmaps = {n for n in q.bitmaps(spec.node) if n.startswith(PREFIX)}
+            want = committed_name(base)
+            if want not in bitmaps:
+                return  # the next regions sees the loss and resyncs
+            # The next bitmaps stay: a resumed cycle's journaled blocks need them (docstring).
+            actions = [_merge(spec.node, want, n) for n in bitmaps if _NEXT.match(n)]
+            actions.append(_act("enable", spec.node, want))
+            q.run("transaction", actions=actions)
+
+
+def _spec(disk: TrackedDisk) -> LiveSpec | None:
+    text = str(disk.path)
+    return LiveSpec.parse(text) if is_live_spec(text) else None
+
+
+def _act(what: str, node: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"type": f"block-dirty-bitmap-{what}", "data": {"node": node, "name": name, **extra}}
+
+
+def _merge(node: str, target: str, source: str) -> dict[str, Any]:
+    return {"type": "block-dirty-bitmap-merge", "data": {"node": node, "target": target, "bitmaps": [source]}}
+
+
+def _regions(source: LiveSource, bitmap: str) -> Iterator[Region]:
+    """Dirty runs are CHANGED, or ZERO where they read as zeros now; clean runs are UNCHANGED."""
+    for r in source.dirty_runs(bitmap):
+        kind = (Kind.ZERO if r.zero else Kind.CHANGED) if r.dirty else Kind.UNCHANGED
+        yield Region(r.offset, r.length, kind)
