@@ -97,7 +97,7 @@ def test_ready_gen2_server(root: Path) -> None:
 
 
 def test_unknown_point_and_server(root: Path) -> None:
-    proc = godwit(root, "assess", "legacy", "--recovery-point", "9", ok=False)
+    proc = godwit(root, "assess", "ready", "--recovery-point", "9", ok=False)  # made by the test above
     assert proc.returncode == 4 and "not available" in proc.stderr
     proc = godwit(root, "assess", "nobody", ok=False)
     assert proc.returncode == 4 and "Traceback" not in proc.stderr

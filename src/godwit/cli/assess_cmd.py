@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from
+from godwit.cli.common import JsonOpt, ProjectOpt, guarded, out, print_json, project_from, styled
 
 STYLE = {"ready": "green", "warning": "yellow", "not_ready": "bold red"}
 LABEL = {"ready": "ready", "warning": "warning", "not_ready": "not ready"}
@@ -43,11 +43,11 @@ def assess(
         what = f"{os_.distro} {os_.version}" + ("" if os_.product in (os_.version, "unknown") else f" ({os_.product})")
         what += f", {os_.arch}"
     gen = f"Gen{res.generation}" if res.generation else "generation unknown"
-    out.print(f"{escape(res.server)} at recovery point {res.recovery_point}: {escape(what)}, {gen} — "
-              f"[{STYLE[res.status]}]{LABEL[res.status]}[/]")
+    out.print(styled(f"{res.server} at recovery point {res.recovery_point}: {what}, {gen} — ",
+                     (LABEL[res.status], STYLE[res.status])))
     table = Table("status", "finding", "what to do")
-    for f in res.findings:
-        table.add_row(f"[{STYLE[f.status]}]{LABEL[f.status]}[/]", escape(f.title), escape(f.fix))
+    for f in res.findings:  # guest text: plain Text cells, never markup
+        table.add_row(Text(LABEL[f.status], style=STYLE[f.status]), Text(f.title), Text(f.fix))
     out.print(table)
 
 
@@ -68,9 +68,8 @@ def prepare(
     if json_:
         print_json(res.model_dump(mode="json"))
         return
-    out.print(f"{escape(res.server)}: {len(res.changes)} change(s), {len(res.refused)} refused "
-              f"(report {escape(res.report)})")
+    out.print(f"{res.server}: {len(res.changes)} change(s), {len(res.refused)} refused (report {res.report})")
     for c in res.changes:
-        out.print(f"  [green]changed[/] {escape(c.file)}: {escape(c.change)}")
+        out.print(styled("  ", ("changed", "green"), f" {c.file}: {c.change}"))
     for r in res.refused:
-        out.print(f"  [yellow]refused[/] {escape(r.item)}: {escape(r.reason)}")
+        out.print(styled("  ", ("refused", "yellow"), f" {r.item}: {r.reason}"))

@@ -92,7 +92,7 @@ def migrate(
         out.print(f"  {f}")
     if prepared is not None:
         out.print(f"prepared for {prepare_for}: {len(prepared.changes)} change(s), {len(prepared.refused)} "
-                  f"refused (report {prepared.report})", markup=False)
+                  f"refused (report {prepared.report})")
 
 
 @guarded
