@@ -112,6 +112,12 @@ class NetworkPolicyError(GodwitError):
     exit_code = 60
 
 
+class AssessError(GodwitError):
+    """A guest could not be assessed: damaged, hostile, timed out, or libguestfs is missing."""
+
+    exit_code = 70
+
+
 def exit_codes() -> list[tuple[int, str, str]]:
     """Every error class with its exit code and summary, for the docs."""
     seen: list[tuple[int, str, str]] = []

@@ -1,8 +1,9 @@
-"""Make Debian's libnbd binding (python3-libnbd) importable from the running Python environment.
+"""Make Debian's libnbd and libguestfs bindings importable from the running Python environment.
 
-There is no libnbd binding on PyPI (the PyPI package ``nbd`` is an unrelated notebook tool).
-Debian builds it for its CPython 3.11, whose ABI any CPython 3.11 shares, so linking its two
-files into this environment's site-packages is enough. Links rather than copies: an upgrade of
+There is no libnbd binding on PyPI (the PyPI package ``nbd`` is an unrelated notebook tool), and
+libguestfs's binding on PyPI is an unmaintained source tarball. Debian builds both (python3-libnbd,
+python3-guestfs) for its CPython 3.11, whose ABI any CPython 3.11 shares, so linking each one's
+two files into this environment's site-packages is enough. Links rather than copies: an upgrade of
 the Debian package is picked up. ``godwit doctor --fix`` and ``make`` both come here
 (``python -m godwit.checks.libnbd_link``); a user who installed the wheel with pip gets the same.
 """
@@ -16,6 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DIST = Path("/usr/lib/python3/dist-packages")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One Debian binding: its module, the prefix of its extension, its package, what proves it."""
+
+    module: str
+    extension: str
+    package: str
+    required: bool  # False: only `godwit assess` needs it; its absence is reported, not an error
+
+
+NBD = Spec("nbd", "libnbdmod", "python3-libnbd", True)
+GUESTFS = Spec("guestfs", "libguestfsmod", "python3-guestfs", False)
+SPECS = (NBD, GUESTFS)
 APT_FIX = "apt-get install python3-libnbd"
 
 
@@ -35,13 +51,20 @@ def abi_tag() -> str:
     return f"cpython-{sys.version_info.major}{sys.version_info.minor}"
 
 
-def debian_binding(dist: Path = DIST) -> Binding:
-    return Binding(dist / "nbd.py", sorted(dist.glob(f"libnbdmod.{abi_tag()}-*.so")))
+def debian_binding(dist: Path = DIST, spec: Spec = NBD) -> Binding:
+    return Binding(dist / f"{spec.module}.py", sorted(dist.glob(f"{spec.extension}.{abi_tag()}-*.so")))
 
 
-def importable() -> tuple[bool, str]:
-    """(True, libnbd version) if ``import nbd`` gives libnbd here, else (False, why not)."""
+def importable(spec: Spec = NBD) -> tuple[bool, str]:
+    """(True, library version) if ``import <module>`` gives Debian's binding here, else (False, why not)."""
     importlib.invalidate_caches()
+    if spec is GUESTFS:
+        try:
+            import guestfs
+        except ImportError as exc:
+            return False, f"import guestfs: {exc}"
+        v = guestfs.GuestFS(python_return_dict=True).version()
+        return True, f"{v['major']}.{v['minor']}.{v['release']}"
     try:
         import nbd
     except ImportError as exc:
@@ -54,27 +77,27 @@ def importable() -> tuple[bool, str]:
         return False, f"libnbd does not start: {exc}"
 
 
-def why_not_linkable(dist: Path = DIST) -> str | None:
+def why_not_linkable(dist: Path = DIST, spec: Spec = NBD) -> str | None:
     """None when :func:`link` can work here, else the reason and what to do."""
-    b = debian_binding(dist)
+    b = debian_binding(dist, spec)
     if b.usable:
         return None
     if not b.module.exists():
-        return f"python3-libnbd is not installed ({b.module} is missing): {APT_FIX}"
-    others = sorted(p.name for p in dist.glob("libnbdmod.*.so"))
+        return f"{spec.package} is not installed ({b.module} is missing): apt-get install {spec.package}"
+    others = sorted(p.name for p in dist.glob(f"{spec.extension}.*.so"))
     return (f"Debian's binding is built for {', '.join(others) or 'another Python'}, this interpreter is "
-            f"{abi_tag()}: run godwit from a venv of the Python that python3-libnbd is built for (python3.11)")
+            f"{abi_tag()}: run godwit from a venv of the Python that {spec.package} is built for (python3.11)")
 
 
-def link(site: Path | None = None, dist: Path = DIST) -> list[Path]:
+def link(site: Path | None = None, dist: Path = DIST, spec: Spec = NBD) -> list[Path]:
     """Link the binding's files into ``site`` (default: this environment's site-packages).
 
     Raises OSError (site-packages not writable) or LookupError (nothing to link: see
     :func:`why_not_linkable`).
     """
-    if (reason := why_not_linkable(dist)) is not None:
+    if (reason := why_not_linkable(dist, spec)) is not None:
         raise LookupError(reason)
-    b = debian_binding(dist)
+    b = debian_binding(dist, spec)
     site = site or Path(sysconfig.get_paths()["purelib"])
     made = []
     for src in (b.module, *b.extensions):
@@ -85,20 +108,22 @@ def link(site: Path | None = None, dist: Path = DIST) -> list[Path]:
             dst.unlink()
         dst.symlink_to(src)
         made.append(dst)
-    sys.modules.pop("nbd", None)  # a failed import earlier in this process must not stick
+    sys.modules.pop(spec.module, None)  # a failed import earlier in this process must not stick
     return made
 
 
 def main() -> int:
-    """For make: link when possible; a missing package is reported, not fatal (doctor says more)."""
-    try:
-        for p in link():
-            print(f"linked {p}", file=sys.stderr)
-    except LookupError as exc:
-        print(f"libnbd binding: {exc}", file=sys.stderr)
-    except OSError as exc:
-        print(f"libnbd binding: cannot link into site-packages: {exc}", file=sys.stderr)
-        return 1
+    """For make: link what is there; a missing package is reported, not fatal (doctor says more)."""
+    for spec in SPECS:
+        try:
+            for p in link(spec=spec):
+                print(f"linked {p}", file=sys.stderr)
+        except LookupError as exc:
+            if spec.required or (DIST / f"{spec.module}.py").exists():
+                print(f"{spec.module} binding: {exc}", file=sys.stderr)
+        except OSError as exc:
+            print(f"{spec.module} binding: cannot link into site-packages: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -37,7 +37,8 @@ def _optional_subapps() -> None:
                          ("godwit.cli.doctor_cmd", "doctor"), ("godwit.cli.sources_cmd", "sources"),
                          ("godwit.cli.serve_cmd", "serve"), ("godwit.cli.token_cmd", "token"),
                          ("godwit.cli.wave_cmd", "wave"), ("godwit.cli.plan_cmd", "plan"),
-                         ("godwit.cli.windows_cmd", "windows")):
+                         ("godwit.cli.windows_cmd", "windows"),
+                         ("godwit.cli.assess_cmd", "assess")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:

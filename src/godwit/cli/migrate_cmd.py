@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from godwit.cli.common import JsonOpt, ProjectOpt, fail, guarded, human_bytes, out, print_json, project_from, styled
 from godwit.errors import GodwitError, UsageError
+
+if TYPE_CHECKING:
+    from godwit.assess.preparation import Preparation
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +52,8 @@ def migrate(
     at: Annotated[str | None, typer.Option("--at", help="Planned only: run it at this time (YYYY-MM-DDTHH:MM, "
                                                        "local unless it has an offset) from `replicate run`.",
                                            show_default=False)] = None,
+    prepare_for: Annotated[str | None, typer.Option("--prepare-for", help="Test only: then prepare the "
+                                                    "written disks to boot there (azure; `godwit prepare`).")] = None,
     project: ProjectOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -69,6 +74,8 @@ def migrate(
                            shutdown_command=shutdown_command, parallel=parallel, json_=json_)
         return
     if wave is not None:
+        if prepare_for is not None:
+            raise UsageError("--prepare-for takes one server", hint="prepare each server's test migration by name")
         if name is not None:
             raise UsageError("give a server NAME or --wave, not both")
         if out_dir is None:
@@ -80,6 +87,7 @@ def migrate(
         return
     if name is None:
         raise UsageError("give a server NAME or --wave NAME", hint="godwit migrate NAME [--test] --out DIR")
+    prepared: Preparation | None = None
     with project_from(project) as p:
         if name == "cleanup" and target is not None:
             removed = migration.cleanup(p, target)
@@ -94,17 +102,26 @@ def migrate(
             raise UsageError("--out DIR is required")
         if test:
             res = migration.test_migration(p, name, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir)
+            if prepare_for is not None:
+                from godwit.assess.preparation import prepare
+
+                prepared = prepare(p, name, target=prepare_for)
         else:
+            if prepare_for is not None:
+                raise UsageError("--prepare-for applies to --test only", hint="prepare a test migration first")
             if recovery_point != "latest":
                 raise UsageError("--recovery-point applies to --test only; a planned migration uses a final cycle")
             res = migration.planned_migration(p, name, fmt=fmt, out_dir=out_dir, shutdown_command=shutdown_command)
     if json_:
-        print_json(asdict(res))
+        print_json({**asdict(res), **({"prepared": prepared.model_dump(mode="json")} if prepared else {})})
         return
     kind = "test migration" if res.kind == "test" else "planned migration"
     out.print(f"{res.server}: {kind} at recovery point {res.recovery_point} ({res.format}) in {res.seconds:.1f}s:")
     for f in res.files:
         out.print(f"  {f}")
+    if prepared is not None:
+        out.print(f"prepared for {prepare_for}: {len(prepared.changes)} change(s), {len(prepared.refused)} "
+                  f"refused (report {prepared.report})")
 
 
 @guarded

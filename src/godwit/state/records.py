@@ -29,5 +29,9 @@ class MigrationRecords:
         return [MigrationRecord(r.id, r.server_id, r.kind, r.recovery_point, r.format, r.out_dir,
                                 json.loads(r.files), r.created, r.state) for r in rows]
 
+    def restamp(self, record_id: int, files: list[str]) -> None:
+        """The files of a migration after guest preparation changed them in place (and added its report)."""
+        self.c.execute(t.migrations.update().where(t.migrations.c.id == record_id).values(files=json.dumps(files)))
+
     def mark_cleaned(self, record_id: int) -> None:
         self.c.execute(t.migrations.update().where(t.migrations.c.id == record_id).values(state="cleaned"))
