@@ -119,9 +119,10 @@ def test_a_broken_godwit_toml_is_a_failed_check_not_a_traceback(proj: Path) -> N
 
 @pytest.fixture
 def bare_venv(tmp_path: Path) -> Iterator[Path]:
-    """A fresh venv that sees godwit and its dependencies but not the libnbd binding.
+    """A fresh venv that sees godwit and its dependencies but not the libnbd and libguestfs bindings.
 
-    Its .pth names a folder of links to this venv's site-packages minus nbd.py / libnbdmod*.so,
+    Its .pth names a folder of links to this venv's site-packages minus nbd.py / libnbdmod*.so
+    (and guestfs.py / libguestfsmod*.so),
     and godwit's src folder: no pip install needed, and nothing hidden by mocking.
     """
     venv = tmp_path / "venv"
@@ -130,8 +131,8 @@ def bare_venv(tmp_path: Path) -> Iterator[Path]:
     shadow.mkdir()
     site = Path(sysconfig.get_paths()["purelib"])
     for entry in site.iterdir():
-        if entry.name == "nbd.py" or entry.name.startswith("libnbdmod.") or entry.suffix == ".pth" \
-                or entry.name.startswith("__editable__"):
+        if entry.name in ("nbd.py", "guestfs.py") or entry.name.startswith(("libnbdmod.", "libguestfsmod.")) \
+                or entry.suffix == ".pth" or entry.name.startswith("__editable__"):
             continue
         (shadow / entry.name).symlink_to(entry)
     python = venv / "bin" / "python"
@@ -155,6 +156,9 @@ def test_fix_makes_the_binding_importable(bare_venv: Path) -> None:
     assert code == 0, (err, report)
     assert by_name(report)["python: libnbd binding"]["status"] == "pass"
     assert any("nbd.py" in line for line in report["fixed"])
+    if Path("/usr/lib/python3/dist-packages/guestfs.py").exists():  # the assess tests install it
+        assert by_name(report)["python: libguestfs binding"]["status"] == "pass"
+        assert any("guestfs.py" in line for line in report["fixed"])
     check = subprocess.run([str(bare_venv), "-c", "import nbd; print(nbd.NBD().get_version())"],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and check.stdout.strip(), check.stderr
@@ -365,3 +369,11 @@ def test_sysdeps_as_a_user_prints_the_one_command() -> None:
     assert ("sudo apt-get update && sudo apt-get install -y --no-install-recommends godwit-no-such-package"
             in run.stderr)
     assert "coreutils" not in run.stderr
+
+
+def test_a_hidden_libguestfs_binding_is_a_warning_naming_the_fix(bare_venv: Path) -> None:
+    """Only `assess` and `prepare` need libguestfs: its absence warns, and never fails a host."""
+    _, report, _ = doctor(python=str(bare_venv))
+    finding = by_name(report)["python: libguestfs binding"]
+    assert finding["status"] == "warn"
+    assert "assess" in finding["detail"] and ("doctor --fix" in finding["fix"] or "apt-get" in finding["fix"])

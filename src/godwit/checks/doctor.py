@@ -17,7 +17,7 @@ from godwit.checks import libnbd_link
 from godwit.checks.clock import check_clock
 from godwit.checks.filesystem import check_folder
 from godwit.checks.finding import Finding, failed, passed
-from godwit.checks.host_tools import check_libnbd, check_qemu
+from godwit.checks.host_tools import check_guestfs, check_libnbd, check_qemu
 from godwit.checks.state_revision import check_state
 from godwit.errors import GodwitError
 
@@ -44,11 +44,17 @@ class Report:
 
 
 def fix_libnbd(report: Report) -> None:
-    """Link Debian's binding when it is not importable and can be linked; record what was done."""
-    if libnbd_link.importable()[0] or libnbd_link.why_not_linkable() is not None:
-        return  # nothing to do, or nothing doctor can do (the libnbd check names the fix)
+    """Link Debian's bindings (libnbd, and libguestfs when installed) that are not importable and
+    can be linked; record what was done."""
+    for spec in (libnbd_link.NBD, libnbd_link.GUESTFS):
+        _fix_binding(report, spec)
+
+
+def _fix_binding(report: Report, spec: libnbd_link.Spec) -> None:
+    if libnbd_link.importable(spec)[0] or libnbd_link.why_not_linkable(spec=spec) is not None:
+        return  # nothing to do, or nothing doctor can do (the binding's check names the fix)
     try:
-        made = libnbd_link.link()
+        made = libnbd_link.link(spec=spec)
     except OSError as exc:
         report.findings.append(failed("fix: libnbd link", f"cannot link into {exc.filename or 'site-packages'}: "
                                       f"{exc.strerror or exc}", "run `godwit doctor --fix` as the user that "
@@ -85,6 +91,7 @@ def run_doctor(project: Path | None, *, fix: bool = False) -> Report:
         fix_libnbd(report)
     report.findings += check_qemu()
     report.findings.append(check_libnbd())
+    report.findings.append(check_guestfs())
     report.findings += check_clock()
     if report.project is not None:
         report.findings += project_checks(report.project)

@@ -1,4 +1,4 @@
-"""The host's tools: qemu-img, qemu-nbd, qemu-storage-daemon and the libnbd binding."""
+"""The host's tools: qemu-img, qemu-nbd, qemu-storage-daemon and the libnbd and libguestfs bindings."""
 
 from __future__ import annotations
 
@@ -70,3 +70,14 @@ def check_libnbd() -> Finding:
     else:
         fix = reason
     return failed(name, f"{detail}: qcow2, VMDK, VHD and VHDX disks cannot be read", fix)
+
+
+def check_guestfs() -> Finding:
+    """libguestfs serves only `godwit assess` and `prepare`: missing is a warning, not a failure."""
+    name = "python: libguestfs binding"
+    ok, detail = libnbd_link.importable(libnbd_link.GUESTFS)
+    if ok:
+        return passed(name, f"import guestfs works here ({detail})")
+    reason = libnbd_link.why_not_linkable(spec=libnbd_link.GUESTFS)
+    fix = reason or "run `godwit doctor --fix` (links Debian's python3-guestfs into this environment)"
+    return warned(name, f"{detail}: `godwit assess` and `godwit prepare` are unavailable", fix)
