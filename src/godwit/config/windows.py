@@ -70,10 +70,29 @@ class Occurrence:
 
 
 def _at(day: datetime, minute: int, zone: tzinfo | None) -> float:
-    """The instant of local ``minute`` on ``day`` (a local wall time; in a DST gap, the later one)."""
+    """The instant of local ``minute`` on ``day`` (a local wall time). A time inside a DST gap
+    (02:30 on the night the clocks go forward) does not exist: it is the instant the gap ends
+    (03:00), the first one whose wall time is not earlier, so that the minutes a window covers and
+    the instants its occurrence spans agree."""
     base = datetime.combine(day.date(), time(0), tzinfo=zone)
     wall = base + timedelta(minutes=minute)  # aware + timedelta is wall-clock arithmetic
-    return wall.timestamp()
+    naive = wall.replace(tzinfo=None)
+    t = wall.timestamp()
+    if _wall(t, zone) == naive:
+        return t
+    # In the gap, fold=1 lands before the transition and fold=0 after it: find the transition.
+    lo, hi = sorted((int(wall.replace(fold=1).timestamp()), int(t)))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _wall(mid, zone) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def _wall(t: float, zone: tzinfo | None) -> datetime:
+    return datetime.fromtimestamp(t, zone).replace(tzinfo=None)
 
 
 @dataclass
