@@ -32,7 +32,9 @@ from godwit.azure.settings import NO_PROXY, AzureSettings
 from godwit.errors import ConfigError, NetworkPolicyError
 
 if TYPE_CHECKING:
+    import requests
     from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
 
     from godwit.config.network import SecretRef
     from godwit.network.route import Route, Router
@@ -136,10 +138,7 @@ def build_transport(plane: Plane, settings: AzureSettings, *, pool: int = 16,
         raise ValueError(f"unknown network plane {plane!r}; expected one of {', '.join(PLANES)}")
     if settings.router is not None:
         return _routed_transport(plane, settings, settings.router, pool)
-    import requests
-    from azure.core.pipeline.transport import RequestsTransport
     from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
 
     route = proxy_route(settings, environ)
 
@@ -156,22 +155,26 @@ def build_transport(plane: Plane, settings: AzureSettings, *, pool: int = 16,
             kwargs["proxies"] = route.for_url(str(request.url))
             return super().send(request, *args, **kwargs)
 
-    class Transport(RequestsTransport):  # type: ignore[misc]
-        """azure-core's requests transport; the session it makes on first use is set up here
-        rather than by azure-core (which would take ``trust_env`` from ``use_env_settings``)."""
+    return _transport(Adapter, settings, pool, godwit_plane=plane, godwit_route=route)
 
-        godwit_plane: Plane = plane
-        godwit_route: ProxyRoute = route
 
-        def _init_session(self, session: requests.Session) -> None:
-            session.trust_env = False
-            # Retries belong to the SDK's policy.
-            adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-                              pool_connections=4, pool_maxsize=max(10, pool))
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+def _transport(adapter: type[HTTPAdapter], settings: AzureSettings, pool: int, **marks: Any) -> RequestsTransport:
+    """azure-core's requests transport, whose session (made on first use) is set up here rather
+    than by azure-core, which would take ``trust_env`` from ``use_env_settings``. ``marks`` are
+    class attributes that tests and callers read (the plane, the route or router)."""
+    from azure.core.pipeline.transport import RequestsTransport
+    from urllib3.util.retry import Retry
 
-    transport: RequestsTransport = Transport(
+    def init_session(self: RequestsTransport, session: requests.Session) -> None:
+        session.trust_env = False
+        # Retries belong to the SDK's policy.
+        mounted = adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+                          pool_connections=4, pool_maxsize=max(10, pool))
+        session.mount("https://", mounted)
+        session.mount("http://", mounted)
+
+    cls = type("Transport", (RequestsTransport,), {"_init_session": init_session, **marks})
+    transport: RequestsTransport = cls(
         use_env_settings=False,
         connection_verify=str(settings.ca_file) if settings.ca_file else True,
         connection_timeout=settings.connect_timeout_seconds, read_timeout=settings.read_timeout_seconds)
@@ -202,10 +205,8 @@ def _routed_transport(plane: Plane, settings: AzureSettings, router: Router, poo
     import threading
 
     import requests
-    from azure.core.pipeline.transport import RequestsTransport
     from requests.adapters import HTTPAdapter
     from urllib3 import PoolManager
-    from urllib3.util.retry import Retry
 
     from godwit.network.pinned import pinned_pool_manager
     from godwit.network.tlsprobe import explain
@@ -294,22 +295,7 @@ def _routed_transport(plane: Plane, settings: AzureSettings, router: Router, poo
                     manager.clear()
                 self._pinned.clear()
 
-    class Transport(RequestsTransport):  # type: ignore[misc]
-        godwit_plane: Plane = plane
-        godwit_router: Router = router
-
-        def _init_session(self, session: requests.Session) -> None:
-            session.trust_env = False
-            adapter = Adapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-                              pool_connections=4, pool_maxsize=max(10, pool))
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-
-    transport: RequestsTransport = Transport(
-        use_env_settings=False,
-        connection_verify=str(settings.ca_file) if settings.ca_file else True,
-        connection_timeout=settings.connect_timeout_seconds, read_timeout=settings.read_timeout_seconds)
-    return transport
+    return _transport(Adapter, settings, pool, godwit_plane=plane, godwit_router=router)
 
 
 def _proxy_reason(exc: BaseException) -> str:
