@@ -97,7 +97,7 @@ def test_three_workers_one_killed_mid_apply(tmp_path: Path, postgres_url: str) -
         events = sorted(project.db.events(s.name, limit=200), key=lambda e: e.id)  # oldest first
         sealed = [e.cycle for e in events if e.message.endswith(" sealed") and e.message.startswith("recovery point")]
         assert sealed == list(range(1, CYCLES + 1)), (s.name, sealed)
-        applied = [c.applied for c in project.db.cycles(s.id, ("applied",))]
+        applied = [c.applied or 0.0 for c in project.db.cycles(s.id, ("applied",))]
         assert applied == sorted(applied), s.name
 
     # The killed worker's server was taken over: its stalled job handed on, then applied by another.
