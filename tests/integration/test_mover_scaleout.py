@@ -56,7 +56,7 @@ def test_three_workers_one_killed_mid_apply(tmp_path: Path, postgres_url: str) -
     pauses.mkdir()
     env = {**os.environ, "GODWIT_DATABASE_URL": postgres_url, TEST_PAUSE_ENV: f"2:{pauses}"}
     workers = [subprocess.Popen([sys.executable, "-m", "godwit", "mover", "worker", "--project", str(project.root),
-                                 "--name", f"w{k}", "--heartbeat", "0.5", "--stalled-after", "2",
+                                 "--name", f"w{k}", "--heartbeat", "0.5", "--stalled-after", "3",
                                  "--sweep-interval", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for k in range(3)]
     try:
