@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,7 +56,11 @@ def test_worker_refuses_sqlite(tmp_path: Path) -> None:
 
 def test_a_job_for_a_server_with_nothing_committed_is_a_no_op(pg_project: Project, tmp_path: Path) -> None:
     add_server(pg_project, "s", [str(make_raw(tmp_path / "d.raw", SIZE))])
-    assert queue.schedule(pg_project, ["s"]) == {"s": True}
+    proc = subprocess.run([sys.executable, "-m", "godwit", "--database-url", pg_project.db.sa_url.render_as_string(
+        hide_password=False), "mover", "schedule", "s", "--json", "--project", str(pg_project.root)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"s": True}
     assert [j[0] for j in _jobs(pg_project)] == ["todo"]
     _burst(pg_project)
     assert _jobs(pg_project) == []  # succeeded (and removed): a failed job would stay
@@ -87,3 +92,41 @@ def test_two_deferrals_for_one_server_are_coalesced(pg_project: Project, tmp_pat
 def test_the_job_schema_is_created_once(pg_project: Project) -> None:
     assert queue.ensure_schema(pg_project) is True
     assert queue.ensure_schema(pg_project) is False
+
+
+def test_a_stalled_job_is_superseded_by_the_one_already_queued(pg_project: Project, tmp_path: Path) -> None:
+    """A dead worker's job while a newer job of its server waits: the old one ends, the newer applies."""
+    import asyncio
+
+    from procrastinate.jobs import Status
+    from sqlalchemy import text
+
+    disk = make_raw(tmp_path / "d.raw", SIZE)
+    add_server(pg_project, "s", [str(disk)])
+    replication.start(pg_project, "s")
+    queue.ensure_schema(pg_project)
+    settings = queue.MoverSettings(stalled_seconds=5)
+    app = queue.build_app(pg_project, settings)
+
+    async def scenario() -> tuple[int, int]:
+        async with app.open_async():
+            jm = app.job_manager
+            server = pg_project.db.server("s")
+            await queue._defer_async(app, server)
+            dead = await jm.register_worker()
+            old = await jm.fetch_job(queues=[queue.QUEUE], worker_id=dead)  # the "dead" worker took it
+            assert old is not None and old.id is not None
+            assert await queue._defer_async(app, server)  # a newer one waits behind it
+            with pg_project.db.tx() as c:  # the worker fell silent an hour ago
+                c.execute(text("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' "
+                               "WHERE id = :w"), {"w": dead})
+            assert await queue._take_over_stalled(app, pg_project, settings) == 1
+            return old.id, len(list(await jm.get_stalled_jobs(queue=queue.QUEUE, seconds_since_heartbeat=5)))
+
+    old_id, still_stalled = asyncio.run(scenario())
+    assert still_stalled == 0
+    with app.open():
+        assert app.job_manager.get_job_status(old_id) == Status.FAILED
+    assert any("superseded" in e.message for e in pg_project.db.events("s"))
+    _burst(pg_project)
+    assert [rp.number for rp in pg_project.db.recovery_points(pg_project.db.server("s").id)] == [1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -46,6 +47,7 @@ SWEEP = "godwit.mover.sweep"
 #: Test-only hook, named as such: "SECONDS:DIR" makes a worker's first write of its first apply
 #: touch DIR/<server>.<pid> and sleep, so a test can kill it mid-apply deterministically.
 TEST_PAUSE_ENV = "GODWIT_TEST_APPLY_PAUSE"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class MoverSettings:
     apply_lock_wait: float = 30.0
 
     def check(self) -> None:
+        if not _NAME.match(self.name):
+            raise UsageError(f"worker name {self.name[:80]!r} is not valid",
+                             hint="1 to 63 letters, digits, '.', '_' or '-'")
         if not 1 <= self.concurrency <= 64:
             raise UsageError(f"concurrency {self.concurrency} is out of range", hint="1 to 64 jobs at once")
         if not 1 <= self.sweep_seconds <= 59:

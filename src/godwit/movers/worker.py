@@ -7,8 +7,10 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+from procrastinate.exceptions import ConnectorException
 from procrastinate.worker import Worker
 
+from godwit.errors import ProjectError
 from godwit.movers.queue import QUEUE, MoverSettings, build_app, ensure_schema
 from godwit.project.project import Project
 
@@ -28,10 +30,16 @@ class MoverWorker:
         self._wait = wait  # False: stop once no job is left (tests, one-shot runs)
         self._worker: Worker | None = None
         self._stopping = threading.Event()
+        self._url = project.db.url  # without its password
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Process jobs until stopped (SIGTERM/SIGINT when signal handlers are installed)."""
-        asyncio.run(self._main(on_ready))
+        try:
+            asyncio.run(self._main(on_ready))
+        except ConnectorException as exc:
+            raise ProjectError(f"the mover's job queue in {self._url} failed: {exc.__cause__ or exc}",
+                               hint="check that PostgreSQL is reachable, then start the worker again (its "
+                                    "running job is handed to another worker)") from None
 
     async def _main(self, on_ready: Callable[[], None] | None) -> None:
         s = self.settings
