@@ -209,8 +209,12 @@ async def _take_over_stalled(app: procrastinate.App, project: Project, settings:
     jm = app.job_manager
     n = 0
     for job in await jm.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=settings.stalled_seconds):
-        if job.task_name != APPLY or job.id is None:
-            continue  # a stalled sweep needs no rescue: the next tick runs another
+        if job.id is None:
+            continue
+        if job.task_name != APPLY:  # a dead worker's sweep: the next tick runs another; only end it
+            with contextlib.suppress(pexc.ConnectorException):
+                await jm.finish_job_by_id_async(job.id, Status.FAILED, delete_job=True)
+            continue
         uid = str(job.task_kwargs.get("server_uid", ""))
         try:
             await jm.retry_job(job)
