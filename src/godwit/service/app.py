@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,15 +73,25 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
+        halt: Callable[[], None] = stop.set
         thread = None
-        if settings.mover_interval > 0:
+        if settings.mover_interval > 0 and project.db.backend == "postgresql":
+            # On PostgreSQL the service applies only through the job queue, as one more mover
+            # worker (godwit.movers): it and `godwit mover worker`s elsewhere never apply one server at once.
+            from godwit.movers.queue import MoverSettings
+            from godwit.movers.worker import start_in_thread
+
+            sweep = min(59, max(1, math.ceil(settings.mover_interval)))
+            worker, thread = start_in_thread(project, MoverSettings(name="serve", sweep_seconds=sweep), gate=gate)
+            halt = worker.stop
+        elif settings.mover_interval > 0:
             thread = threading.Thread(target=_mover_loop, args=(project, settings.mover_interval, stop, gate),
                                       name="godwit-mover", daemon=True)
             thread.start()
         try:
             yield
         finally:
-            stop.set()
+            halt()
             if thread is not None:
                 thread.join(timeout=60)
 

@@ -53,6 +53,11 @@ class StateCollector(Collector):
         for s in status:
             lag.add_metric([s.server], max(0.0, now - waiting[s.server]) if s.server in waiting else 0.0)
         yield lag
+        behind = GaugeMetricFamily("godwit_mover_waiting_cycles", "Committed cycles the mover has not applied yet",
+                                   labels=["server"])
+        for s in status:
+            behind.add_metric([s.server], cycles.get((s.server, "committed"), 0))
+        yield behind
         hb = GaugeMetricFamily("godwit_appliance_heartbeat_age_seconds", "Seconds since each appliance's last "
                                "heartbeat", labels=["appliance"])
         for a in appliances:
