@@ -122,4 +122,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
 
     for module in (system, servers, replication, migrations, events, appliances, tokens, dashboard):
         app.include_router(module.router)
+    from godwit.service.routers import appliance_protocol
+
+    app.include_router(appliance_protocol.router)
     return app
