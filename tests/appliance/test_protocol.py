@@ -11,7 +11,16 @@ import pytest
 from godwit.format.keys import hashes_key
 from godwit.project.project import open_project
 from godwit.state import hashstore
-from tests.appliance.site import API, appliance, appliance_project, cycles, points, queue, registration_key, replica_bytes
+from tests.appliance.site import (
+    API,
+    appliance,
+    appliance_project,
+    cycles,
+    points,
+    queue,
+    registration_key,
+    replica_bytes,
+)
 from tests.helpers import scribble
 from tests.service.harness import create_token, make_project, running, wait_for
 
@@ -72,7 +81,7 @@ def test_the_appliance_keeps_cycling_while_the_service_is_down(tmp_path: Path, s
     operator = create_token(svc_project, "op", "operator")
     folder = appliance_project(tmp_path, svc_project)
     source = tmp_path / "web.raw"
-    with running(svc_project, "--mover-interval", "0.2") as svc:
+    with running(svc_project, "--mover-interval", "0") as svc:  # nothing applied before it stops
         port = svc.url.rsplit(":", 1)[1]
         with svc.client(operator) as c:
             r = c.put(f"{API}/appliances/site-a/settings", json={"interval_seconds": 0.01})
@@ -94,6 +103,9 @@ def test_the_appliance_keeps_cycling_while_the_service_is_down(tmp_path: Path, s
             r = a.round()
             assert not r.online and r.cycles == [("web", n)] and r.reported == [], r
         with running(svc_project, "--mover-interval", "0.2", "--port", port) as svc:
+            # Its mover applies what it had and collects orphan packs, while the appliance's
+            # unreported cycles' packs sit in the store: those must survive (service/owned.py).
+            wait_for(lambda: points(svc, operator, "web")[-1:] == [last], what=f"recovery point {last}")
             r = a.round()  # the queued reports in order, then this round's cycle
             newest = offline[-1] + 1
             assert r.online and r.cycles == [("web", newest)], r

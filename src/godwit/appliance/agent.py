@@ -138,7 +138,8 @@ class Appliance:
         with self.project.db.unit() as u:
             for plan in d.servers:
                 sid = mirror_server(u.connection, plan.name, plan.uid,
-                                    [(x.index, x.uid, x.spec, x.format, x.size) for x in plan.disks])
+                                    [(x.index, x.uid, x.spec, x.format, x.size) for x in plan.disks],
+                                    floor=plan.last_cycle)
                 server = u.servers.get(plan.name)
                 if plan.replicate and server.state in ("added", "stopped"):
                     u.servers.set_state(sid, "replicating")
@@ -253,10 +254,23 @@ class Appliance:
             self._post_progress(sender.snapshot(error=exc.message))
             return f"failed: {exc.message}"
         rep.cycles.append((name, res.number))
+        self._collect(name)
         final = sender.snapshot()
         final.update(cycle=res.number, rpo_seconds=0.0)
         self._post_progress(final)
         return f"cycle {res.number} committed"
+
+    def _collect(self, name: str) -> None:
+        """Delete packs that no cycle of this appliance names (put by a run that died before
+        journaling them). The service leaves an appliance's servers alone here (service/owned.py):
+        only the appliance knows which packs its running and unreported cycles need."""
+        from godwit.engine.mover import collect_orphans
+
+        server = self.project.db.server(name)
+        try:
+            collect_orphans(self.project, server)
+        except GodwitError as exc:
+            log.warning("%s: orphan packs not collected: %s", name, exc.message)
 
     def _post_progress(self, body: dict[str, Any]) -> None:
         with contextlib.suppress(GodwitError):  # a snapshot; the next one replaces it

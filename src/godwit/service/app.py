@@ -124,5 +124,5 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
         app.include_router(module.router)
     from godwit.service.routers import appliance_protocol
 
-    app.include_router(appliance_protocol.router)
+    appliance_protocol.install(app, project)
     return app

@@ -3,8 +3,10 @@
 A cycle an appliance reports becomes a ``committed`` row of ``cycles`` (with its ``cycle_disks``),
 exactly what a local cycle leaves behind, so the mover applies it unchanged. The report is taken
 only in chain order: its number must be above every number the server has, and its parent must be
-the server's latest live cycle (committed or applied). A resend of the very same report (same
-digest) is a no-op; anything else under a taken number is a conflict.
+the server's latest live cycle (committed or applied), or none at all (a full cycle, such as a
+replaced appliance's first, needs nothing before it: the mover applies it over any point). A
+resend of the very same report (same digest) is a no-op; anything else under a taken number is a
+conflict.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class ApplianceProtocol:
             raise ConflictError(f"cycle {rep.number} of {server} is out of order: the service has cycle {last}",
                                 hint="cycles are reported in order, each once")
         parent = self.live_parent(server_id)
-        if rep.parent != parent:
+        if rep.parent is not None and rep.parent != parent:  # None: a full cycle, needing nothing before it
             want = "an initial cycle" if parent is None else f"a cycle built on cycle {parent}"
             raise ConflictError(f"cycle {rep.number} of {server} builds on "
                                 f"{'nothing' if rep.parent is None else f'cycle {rep.parent}'}; the service "

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from godwit.errors import ConflictError, NotFoundError
 from godwit.state import schema as t
@@ -76,12 +76,15 @@ class Appliances:
 
 # -- on the appliance: its own state mirrors the service's servers, uids included ---------------
 
-def mirror_server(c: Connection, name: str, uid: str, disks: list[tuple[int, str, str, str, int]]) -> int:
+def mirror_server(c: Connection, name: str, uid: str, disks: list[tuple[int, str, str, str, int]],
+                  floor: int | None = None) -> int:
     """Make the appliance's local server ``name`` the service's (same uid, same disks by uid).
 
     ``disks``: (index, uid, spec, format, size). Cache keys and block-hash files are named by these
-    uids, so a local server of the same name with another uid is another history: refused. Returns
-    the local server id.
+    uids, so a local server of the same name with another uid is another history: refused.
+    ``floor``: the highest cycle number the service has; a local history below it (a new or
+    replaced appliance) gets a ``discarded`` placeholder there, so the next local cycle is numbered
+    above it (and, with nothing committed here, is a full one). Returns the local server id.
     """
     r = c.execute(select(t.servers).where(t.servers.c.name == name)).first()
     if r is None:
@@ -102,6 +105,11 @@ def mirror_server(c: Connection, name: str, uid: str, disks: list[tuple[int, str
             raise ConflictError(f"disk {idx} of this appliance's server {name} is not the service's disk")
         elif d.spec != spec or d.format != fmt:
             c.execute(t.disks.update().where(t.disks.c.id == d.id).values(spec=spec, format=fmt))
+    if floor:
+        last = c.execute(select(func.max(t.cycles.c.number)).where(t.cycles.c.server_id == sid)).scalar()
+        if last is None:
+            c.execute(t.cycles.insert().values(server_id=sid, number=floor, kind="initial", state="discarded",
+                                               started=time.time()))
     return sid
 
 

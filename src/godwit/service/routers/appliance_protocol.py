@@ -8,7 +8,7 @@ another appliance is simply not there.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from sqlalchemy import Connection
 
 from godwit.engine import lifecycle
@@ -17,6 +17,7 @@ from godwit.project.project import Project
 from godwit.service.auth import Principal, appliance_only, project_of, require
 from godwit.service.intake import take_cycle
 from godwit.service.models import NAME
+from godwit.service.owned import OwnedServers
 from godwit.service.protocol_models import (
     ApplianceSettingsRequest,
     ApplianceSettingsView,
@@ -42,6 +43,20 @@ router = APIRouter(prefix=API, tags=["appliance protocol"], responses={**AUTHED,
 ApplianceName = Path(pattern=NAME, max_length=63, examples=["site-a"])
 
 
+def install(app: FastAPI, project: Project) -> None:
+    """Include the router, and hold the cycle lock of every appliance's server (service/owned.py)."""
+    app.include_router(router)
+    app.state.owned = OwnedServers(project.state_dir)
+    with project.db.unit() as u:
+        names = sorted({s for a in Appliances(u.connection).all() for s in a.servers})
+    app.state.owned.hold(names)
+
+
+def owned(request: Request) -> OwnedServers:
+    held: OwnedServers = request.app.state.owned
+    return held
+
+
 def _command(c: Command) -> CommandView:
     return CommandView(id=c.id, server=c.server, kind=c.kind, created=c.created, done=c.done,  # type: ignore[arg-type]
                        result=c.result)
@@ -63,10 +78,13 @@ def _appliance(c: Connection, name: str) -> ApplianceView:
 # -- the appliance's side --------------------------------------------------------------------------
 
 @router.get("/appliance/desired")
-def desired_state(who: Principal = Depends(appliance_only), project: Project = Depends(project_of)) -> DesiredState:
+def desired_state(who: Principal = Depends(appliance_only), project: Project = Depends(project_of),
+                  held: OwnedServers = Depends(owned)) -> DesiredState:
     """What this appliance should do: its servers (which replicate, where the chain stands), the
     interval and throttle, and the commands not yet done. Also counts as a heartbeat."""
     store_id = project.store_id()
+    if who.servers:
+        held.hold(sorted(who.servers))
     with project.db.unit() as u:
         me = Appliances(u.connection).heartbeat(_me(u.connection, who).id)
         proto = ApplianceProtocol(u.connection)
@@ -87,7 +105,7 @@ def desired_state(who: Principal = Depends(appliance_only), project: Project = D
                         commands=commands)
 
 
-@router.post("/appliance/cycles", responses=errors(409, 422))
+@router.post("/appliance/cycles", responses=errors(409))
 def report_cycle(body: CycleReport, who: Principal = Depends(appliance_only),
                  project: Project = Depends(project_of)) -> CycleAccepted:
     """Report a committed cycle. Taken only as the next of its server's chain (409 otherwise); the
@@ -136,7 +154,8 @@ def report_events(body: EventBatch, who: Principal = Depends(appliance_only),
 
 @router.post("/appliance/commands/{command_id}/done")
 def command_done(body: CommandDone, command_id: int = Path(ge=1, lt=1 << 62),
-                 who: Principal = Depends(appliance_only), project: Project = Depends(project_of)) -> CommandView:
+                 who: Principal = Depends(appliance_only), project: Project = Depends(project_of),
+                 held: OwnedServers = Depends(owned)) -> CommandView:
     with project.db.unit() as u:
         me = _me(u.connection, who)
         before = ApplianceProtocol(u.connection).commands(me.id, pending=True)
@@ -144,7 +163,8 @@ def command_done(body: CommandDone, command_id: int = Path(ge=1, lt=1 << 62),
     if cmd.kind == "resync" and any(c.id == command_id for c in before):
         # The appliance has discarded its unreported cycles and removed their objects; the service
         # forgets those it took but has not applied, so the next report builds on the latest point.
-        lifecycle.resync(project, cmd.server)
+        with held.released(cmd.server):
+            lifecycle.resync(project, cmd.server)
     return _command(cmd)
 
 
