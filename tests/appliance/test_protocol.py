@@ -22,7 +22,7 @@ from tests.appliance.site import (
     replica_bytes,
 )
 from tests.helpers import scribble
-from tests.service.harness import create_token, make_project, running, wait_for
+from tests.service.harness import create_token, godwit, make_project, running, wait_for
 
 pytestmark = pytest.mark.both_databases
 
@@ -115,3 +115,30 @@ def test_the_appliance_keeps_cycling_while_the_service_is_down(tmp_path: Path, s
             assert replica_bytes(svc_project, "web") == source.read_bytes()
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_a_resync_command_discards_unapplied_cycles_on_both_sides(tmp_path: Path, state_url: str | None) -> None:
+    svc_project = make_project(tmp_path, state_url, servers=("web",))
+    key = registration_key(svc_project)
+    operator = create_token(svc_project, "op", "operator")
+    folder = appliance_project(tmp_path, svc_project)
+    source = tmp_path / "web.raw"
+    with running(svc_project, "--mover-interval", "0") as svc, appliance(folder, svc, key) as a:
+        queue(svc, operator, "site-a", "web")
+        assert a.round().reported == [("web", 1)]
+        godwit(svc_project, "mover", "run", "--once")  # another process's mover: it applies, the service's lock stays
+        scribble(source, seed=11)
+        queue(svc, operator, "site-a", "web")
+        assert a.round().reported == [("web", 2)]  # committed on the service, not applied
+        cmd = queue(svc, operator, "site-a", "web", "resync")
+        a.round()
+        with svc.client(operator) as c:
+            done = {x["id"]: x for x in c.get(f"{API}/appliances/site-a/commands").json()}
+        assert done[cmd["id"]]["result"] == "discarded cycles [2]", done
+        assert cycles(svc, operator, "web") == [(1, "applied"), (2, "discarded")]
+        scribble(source, seed=12)
+        queue(svc, operator, "site-a", "web")
+        assert a.round().reported == [("web", 3)]  # built on recovery point 1, resending cycle 2's ranges too
+        godwit(svc_project, "mover", "run", "--once")
+        assert cycles(svc, operator, "web") == [(1, "applied"), (2, "discarded"), (3, "applied")]
+        assert replica_bytes(svc_project, "web") == source.read_bytes()

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
+from godwit.appliance.link import TokenRefused
 from godwit.appliance.wire import cycle_report
 from godwit.engine import lifecycle
 from godwit.project.project import open_project
@@ -94,6 +96,25 @@ def test_resends_are_taken_once_and_gaps_are_refused(tmp_path: Path) -> None:
                           ).status_code == 404
         with httpx.Client(base_url=svc.url) as c:
             assert c.get(f"{API}/appliance/desired").status_code == 401
+
+        # The appliance's warnings and errors reach the service once each, in order.
+        a.project.db.event("error", "disk on fire", server="web")
+        a.project.db.event("warning", "smoke", server="db")  # not its server: kept, without the name
+        a.round()
+        a.round()
+        with svc.client(operator) as c:
+            seen = [(e["message"], e["server"]) for e in c.get(f"{API}/events", params={"limit": 200}).json()
+                    if e["message"] in ("appliance site-a: disk on fire", "appliance site-a: smoke")]
+        assert seen == [("appliance site-a: smoke", None), ("appliance site-a: disk on fire", "web")]
+
+        # A revoked token stops the appliance with the way out; its file is left for a person.
+        admin = create_token(svc_project, "admin", "admin")
+        with svc.client(admin) as c:
+            tid = next(t["id"] for t in c.get(f"{API}/tokens").json() if t["appliance"] == "site-b")
+            assert c.delete(f"{API}/tokens/{tid}").status_code == 200
+        with pytest.raises(TokenRefused, match="refused the appliance's token"):
+            b.round()
+        assert (site_b / "state" / "appliance" / "token").exists()
 
     svc = open_project(svc_project)
     try:

@@ -32,7 +32,7 @@ from typing import Any
 
 from godwit.appliance.link import Refused, ServiceDown, ServiceLink, TokenRefused
 from godwit.appliance.progress import ProgressSender
-from godwit.appliance.settings import ApplianceSettings, SavedToken, forget_token, read_token, save_token
+from godwit.appliance.settings import ApplianceSettings, SavedToken, read_token, save_token
 from godwit.appliance.wire import Desired, ServerPlan, cycle_report, parse_desired
 from godwit.engine import lifecycle
 from godwit.errors import ConfigError, GodwitError, UsageError
@@ -107,9 +107,9 @@ class Appliance:
             return True
         except ServiceDown as exc:
             log.warning("%s", exc.message)
-        except TokenRefused:
-            forget_token(self.folder)  # revoked: a new registration (with the key) is the only way on
-            raise
+        except TokenRefused as exc:  # revoked, or another service at this URL: a person decides
+            raise TokenRefused(exc.message, hint=f"if it was revoked, remove {self.folder / 'token'} and run "
+                                                 "again with the registration key") from None
         except GodwitError as exc:  # e.g. the cache store is unreachable: the next round retries
             log.error("%s", exc.message)
             rep.errors.append(("", exc.message))

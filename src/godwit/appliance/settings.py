@@ -127,6 +127,3 @@ def save_token(folder: Path, token: SavedToken) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, token_path(folder))
 
-
-def forget_token(folder: Path) -> None:
-    token_path(folder).unlink(missing_ok=True)
