@@ -16,9 +16,10 @@ from godwit.engine import lifecycle
 from godwit.engine.inventory import add_server
 from godwit.errors import ConfigError, UsageError
 from godwit.format.keys import hashes_key
-from godwit.project.project import Project
+from godwit.project.project import Project, init
 from godwit.service.protocol_models import CycleReport, DesiredState, ProgressReport
 from tests.helpers import make_raw, scribble
+from tests.service.harness import godwit
 
 
 def test_reports_the_appliance_builds_are_what_the_service_takes(project: Project, tmp_path: Path) -> None:
@@ -64,3 +65,18 @@ def test_settings_file_and_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "t" / "token").write_text("{")
     with pytest.raises(ConfigError, match="damaged"):
         read_token(tmp_path / "t")
+
+
+def test_the_command_refuses_bad_input_without_touching_anything(tmp_path: Path) -> None:
+    init(tmp_path / "appl").close()
+    cases = {
+        (): "give --service URL",
+        ("--service", "https://127.0.0.1:9", "--once"): "no token yet",
+        ("--service", "https://127.0.0.1:9", "--key", "gwreg_x", "--once"): "did not answer",
+        ("--config", str(tmp_path / "missing.toml")): "cannot read",
+    }
+    for args, message in cases.items():
+        proc = godwit(tmp_path / "appl", "appliance", "run", *args, ok=False)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "appl" / "state" / "appliance" / "token").exists()

@@ -129,11 +129,12 @@ class Appliance:
     def _adopt(self, d: Desired) -> None:
         """Mirror the service's plan into this appliance's state and settings."""
         store_id = self.project.store_id()
-        self._blocked = None
+        was, self._blocked = self._blocked, None
         if d.store_id != store_id:
             self._blocked = (f"this appliance's cache store ({store_id}) is not the one the service's mover "
                              f"reads ({d.store_id}); no cycle runs until [cache] names the same store")
-            self.project.db.event("error", self._blocked)
+            if self._blocked != was:  # once, not every round
+                self.project.db.event("error", self._blocked)
         now = time.time()
         with self.project.db.unit() as u:
             for plan in d.servers:
