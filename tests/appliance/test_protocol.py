@@ -97,11 +97,17 @@ def test_the_appliance_keeps_cycling_while_the_service_is_down(tmp_path: Path, s
         assert first == [("web", n) for n in range(1, last + 1)]
     try:
         # The service is gone: the appliance goes on with what it was told, and reports nothing.
-        offline = list(range(last + 1, last + 4))
+        offline = list(range(last + 1, last + 3))
         for n in offline:
             scribble(source, seed=n)
             r = a.round()
             assert not r.online and r.cycles == [("web", n)] and r.reported == [], r
+        # A restart while the service is away: the plan kept in the appliance's folder still holds.
+        offline.append(offline[-1] + 1)
+        scribble(source, seed=offline[-1])
+        with appliance(folder, svc, None) as restarted:
+            r = restarted.round()
+            assert not r.online and r.cycles == [("web", offline[-1])], r
         with running(svc_project, "--mover-interval", "0.2", "--port", port) as svc:
             # Its mover applies what it had and collects orphan packs, while the appliance's
             # unreported cycles' packs sit in the store: those must survive (service/owned.py).

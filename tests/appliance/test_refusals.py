@@ -107,6 +107,14 @@ def test_resends_are_taken_once_and_gaps_are_refused(tmp_path: Path) -> None:
                     if e["message"] in ("appliance site-a: disk on fire", "appliance site-a: smoke")]
         assert seen == [("appliance site-a: smoke", None), ("appliance site-a: disk on fire", "web")]
 
+        # The interval and throttle an operator sets are what the appliance runs with.
+        with svc.client(operator) as c:
+            r = c.put(f"{API}/appliances/site-a/settings", json={"interval_seconds": 600, "max_mbps": 80})
+            assert r.status_code == 200 and r.json() == {"interval_seconds": 600.0, "max_mbps": 80.0}
+            assert c.put(f"{API}/appliances/site-a/settings", json={"max_mbps": 0}).status_code == 422
+        a.round()
+        assert a.desired is not None and a.desired.interval_seconds == 600 and a.project.max_mbps_override == 80
+
         # A revoked token stops the appliance with the way out; its file is left for a person.
         admin = create_token(svc_project, "admin", "admin")
         with svc.client(admin) as c:
