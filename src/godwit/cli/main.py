@@ -38,7 +38,7 @@ def _optional_subapps() -> None:
                          ("godwit.cli.serve_cmd", "serve"), ("godwit.cli.token_cmd", "token"),
                          ("godwit.cli.wave_cmd", "wave"), ("godwit.cli.plan_cmd", "plan"),
                          ("godwit.cli.windows_cmd", "windows"),
-                         ("godwit.cli.assess_cmd", "assess")):
+                         ("godwit.cli.assess_cmd", "assess"), ("godwit.cli.appliance_cmd", "appliance")):
         try:
             mod = import_module(module)
         except ModuleNotFoundError as exc:

@@ -133,4 +133,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
 
     for module in (system, servers, replication, migrations, events, appliances, tokens, dashboard):
         app.include_router(module.router)
+    from godwit.service.routers import appliance_protocol
+
+    appliance_protocol.install(app, project)
     return app

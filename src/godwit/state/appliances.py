@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from godwit.errors import NotFoundError
+from godwit.errors import ConflictError, NotFoundError
 from godwit.state import schema as t
 
 
@@ -72,3 +72,49 @@ class Appliances:
     def heartbeat(self, appliance_id: int) -> ApplianceView:
         self.c.execute(t.appliances.update().where(t.appliances.c.id == appliance_id).values(last_seen=time.time()))
         return self.by_id(appliance_id)
+
+
+# -- on the appliance: its own state mirrors the service's servers, uids included ---------------
+
+def mirror_server(c: Connection, name: str, uid: str, disks: list[tuple[int, str, str, str, int]],
+                  floor: int | None = None) -> int:
+    """Make the appliance's local server ``name`` the service's (same uid, same disks by uid).
+
+    ``disks``: (index, uid, spec, format, size). Cache keys and block-hash files are named by these
+    uids, so a local server of the same name with another uid is another history: refused.
+    ``floor``: the highest cycle number the service has; a local history below it (a new or
+    replaced appliance) gets a ``discarded`` placeholder there, so the next local cycle is numbered
+    above it (and, with nothing committed here, is a full one). Returns the local server id.
+    """
+    r = c.execute(select(t.servers).where(t.servers.c.name == name)).first()
+    if r is None:
+        sid = int(c.execute(t.servers.insert().values(uid=uid, name=name, state="added", created=time.time()))
+                  .inserted_primary_key[0])  # type: ignore[index]
+    elif r.uid != uid:
+        raise ConflictError(f"this appliance's server {name} (uid {r.uid}) is not the service's (uid {uid})",
+                            hint=f"remove it here (`godwit server remove {name}`) to replicate the service's")
+    else:
+        sid = int(r.id)
+    have = {row.idx: row for row in c.execute(select(t.disks).where(t.disks.c.server_id == sid))}
+    for idx, duid, spec, fmt, size in disks:
+        d = have.get(idx)
+        if d is None:
+            c.execute(t.disks.insert().values(server_id=sid, idx=idx, uid=duid, spec=spec, format=fmt, size=size,
+                                              state="ok"))
+        elif d.uid != duid:
+            raise ConflictError(f"disk {idx} of this appliance's server {name} is not the service's disk")
+        elif d.spec != spec or d.format != fmt:
+            c.execute(t.disks.update().where(t.disks.c.id == d.id).values(spec=spec, format=fmt))
+    if floor:
+        last = c.execute(select(func.max(t.cycles.c.number)).where(t.cycles.c.server_id == sid)).scalar()
+        if last is None:
+            c.execute(t.cycles.insert().values(server_id=sid, number=floor, kind="initial", state="discarded",
+                                               started=time.time()))
+    return sid
+
+
+def events_after(c: Connection, last: int, levels: tuple[str, ...], limit: int = 500) -> list[dict[str, Any]]:
+    """The appliance's own events after id ``last``, oldest first (to forward to the service)."""
+    rows = c.execute(select(t.events).where(t.events.c.id > last, t.events.c.level.in_(levels))
+                     .order_by(t.events.c.id).limit(limit))
+    return [dict(r._mapping) for r in rows]

@@ -213,3 +213,51 @@ plan_predictions = Table(
     Column("final_seconds", Float),
     Column("link_mbps", Float, nullable=False),
 )
+
+# The appliance protocol (revision 0013). A reported cycle is a row of `cycles` like any other (the
+# mover applies it); `appliance_cycles` keeps who reported it and the digest of the report, so a
+# resend is recognised and a different report under the same number is refused.
+appliance_cycles = Table(
+    "appliance_cycles", metadata,
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of the report's canonical JSON
+    Column("received", Float, nullable=False),
+)
+
+# Commands for an appliance, which it pulls (the service never connects to it).
+appliance_commands = Table(
+    "appliance_commands", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), nullable=False),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # cycle | stop | resync
+    Column("created", Float, nullable=False),
+    Column("done", Float),
+    Column("result", Text),
+)
+
+# The latest progress an appliance reported per server (a running cycle's bytes, throughput, RPO).
+appliance_progress = Table(
+    "appliance_progress", metadata,
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), primary_key=True),
+    Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True),
+    Column("cycle", Integer),
+    Column("bytes_done", BigInteger, nullable=False),
+    Column("bytes_total", BigInteger, nullable=False),
+    Column("throughput_bps", Float),
+    Column("rpo_seconds", Float),
+    Column("error", Text),
+    Column("updated", Float, nullable=False),
+)
+
+# Per appliance: the desired interval and throttle (NULL: the project's), and the id of the last of
+# its events the service has stored (events are forwarded in order, at least once).
+appliance_settings = Table(
+    "appliance_settings", metadata,
+    Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), primary_key=True),
+    Column("interval_seconds", Float),
+    Column("max_mbps", Float),
+    Column("last_event", BigInteger, nullable=False, default=0),
+)
