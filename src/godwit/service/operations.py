@@ -38,6 +38,8 @@ from godwit.service.models import (
     MigrationResultView,
     OperationError,
     OperationView,
+    PlannedMigrationRequest,
+    TestMigrationRequest,
 )
 from godwit.service.progress import LiveProgress
 from godwit.state import schema as t
@@ -227,7 +229,8 @@ def work_for(project: Project, gate: threading.Lock, kind: str, server: str, par
 def submit(request_state: Any, kind: str, server: str, params: dict[str, Any] | None = None) -> OperationView:
     """Submit ``kind`` for ``server`` through the app's state (the API and the dashboard share it)."""
     ops: Operations = request_state.operations
-    params = dict(params or {})
+    defaults = {"test": TestMigrationRequest, "planned": PlannedMigrationRequest}.get(kind)
+    params = {**(defaults().model_dump() if defaults else {}), **(params or {})}
     ops.project.db.server(server)  # an unknown server is a 404 now, not a failed operation
     if kind in ("test", "planned"):
         params["out_dir"] = str(out_dir(request_state.settings.export_dir, server, kind, params.pop("folder", None)))
