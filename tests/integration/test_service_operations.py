@@ -135,8 +135,9 @@ def test_one_operation_per_server_failures_and_roles(tmp_path: Path) -> None:
         assert op["kind"] == "test" and op["state"] == "failed" and op["result"] is None
         assert op["error"]["error"] in failed.stderr + failed.stdout and failed.returncode == op["error"]["exit_code"]
         assert op["finished"] >= op["started"] >= op["created"]
-        with pytest.raises(AssertionError):  # a path is not a folder under the export directory
-            ok(cli("migrate", "db", "--test", "--out", "/tmp/x", "--json", token=operator, service=svc.url))
+        path = cli("migrate", "db", "--test", "--out", "/tmp/x", token=operator, service=svc.url)
+        assert path.returncode == 2 and "names a folder under the service's export directory" in path.stderr
+        assert cli("replicate", "cycle", "db", "--max-mbps", "5", token=operator, service=svc.url).returncode == 2
         assert api.get(f"{API}/operations/999999").status_code == 404
         assert api.post(f"{API}/replications/zzz/cycles").status_code == 404
 

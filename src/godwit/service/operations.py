@@ -86,6 +86,7 @@ class Operations:
         self._lock = threading.Lock()
         self._busy: dict[str, int] = {}  # server -> the operation that holds it (queued or running)
         self._queue: queue.Queue[_Job | None] = queue.Queue(MAX_QUEUED)
+        self._closing = threading.Event()
         self._threads = [threading.Thread(target=self._worker, name=f"godwit-op-{i}", daemon=True)
                          for i in range(workers)]
 
@@ -95,7 +96,7 @@ class Operations:
         """Mark what a dead service left queued or running as failed, then start the workers.
         Answers how many were marked."""
         error = OperationError(error=INTERRUPTED, hint="run the operation again: a cycle resumes where it stopped",
-                               type="Interrupted", exit_code=StoreError.exit_code)
+                               type="Interrupted", exit_code=GodwitError.exit_code)
         with self.project.db.unit() as u:
             left = u.connection.execute(select(t.operations.c.id, t.operations.c.kind, t.operations.c.server)
                                         .where(t.operations.c.state.in_(("queued", "running")))).all()
@@ -110,7 +111,9 @@ class Operations:
 
     def shutdown(self, timeout: float) -> None:
         """Let running operations finish for up to ``timeout`` seconds; what is still running then
-        stays ``running`` in the state and the next start marks it interrupted."""
+        stays ``running`` in the state and the next start marks it interrupted; what is still
+        queued is not started."""
+        self._closing.set()
         for _ in self._threads:
             try:
                 self._queue.put_nowait(None)
@@ -165,8 +168,12 @@ class Operations:
 
     def _worker(self) -> None:
         while (job := self._queue.get()) is not None:
+            if self._closing.is_set():  # left queued: the next start marks it interrupted
+                continue
             try:
                 self._run(job)
+            except Exception:  # the state was unreachable when it started: keep the worker alive
+                log.exception("operation %s could not start", job.id)
             finally:
                 with self._lock:
                     self._busy.pop(job.server, None)
