@@ -64,6 +64,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             status = page.get_by_role("status")
             expect(status).to_contain_text(re.compile(r"Test migration of web at recovery point [13] written"),
                                            timeout=30_000)
+            page.screenshot(path=str(shots / "dashboard-operation.png"))
             written = Path(status.inner_text().split("written: ", 1)[1].strip())
             assert written.read_bytes() == (tmp_path / "web.raw").read_bytes()
             page.get_by_role("link", name="Back to the servers").click()

@@ -47,6 +47,7 @@ def _throttled(project: Path, mbps: float) -> None:
     toml.write_text(toml.read_text().replace("# max_mbps = 100", f"max_mbps = {mbps}", 1))
 
 
+@pytest.mark.slow
 @pytest.mark.both_databases
 def test_acting_commands_through_the_service_end_as_locally(tmp_path: Path, state_url: str | None) -> None:
     local = make_project(tmp_path / "local", None, servers=("web", "db"))
