@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from godwit.engine import lifecycle
 from godwit.engine.cycle import ProgressFn
@@ -50,6 +50,9 @@ log = logging.getLogger("godwit.service.operations")
 WORKERS = 4
 #: Operations waiting for a worker at most; beyond, a request is refused (503) rather than queued forever.
 MAX_QUEUED = 256
+#: Ended operations older than this are forgotten when the service starts (their effects are in the
+#: state's cycles, migrations and events; the row was only how to follow them).
+KEEP_SECONDS = 30 * 86400
 INTERRUPTED = "interrupted: the service stopped while this operation ran"
 
 Work = Callable[[ProgressFn], BaseModel | None]
@@ -93,8 +96,8 @@ class Operations:
     # -- lifecycle of the pool -------------------------------------------------------------------
 
     def start(self) -> int:
-        """Mark what a dead service left queued or running as failed, then start the workers.
-        Answers how many were marked."""
+        """Mark what a dead service left queued or running as failed, forget operations that ended
+        more than KEEP_SECONDS ago, then start the workers. Answers how many were marked."""
         error = OperationError(error=INTERRUPTED, hint="run the operation again: a cycle resumes where it stopped",
                                type="Interrupted", exit_code=GodwitError.exit_code)
         with self.project.db.unit() as u:
@@ -102,6 +105,7 @@ class Operations:
                                         .where(t.operations.c.state.in_(("queued", "running")))).all()
             u.connection.execute(update(t.operations).where(t.operations.c.id.in_([r.id for r in left]))
                                  .values(state="failed", error=error.model_dump_json(), finished=time.time()))
+            u.connection.execute(delete(t.operations).where(t.operations.c.finished < time.time() - KEEP_SECONDS))
             for r in left:
                 u.events.add("warning", f"operation {r.id} ({r.kind}) was interrupted: the service stopped "
                                         "while it ran", server=r.server)
