@@ -109,7 +109,7 @@ class ServiceClient:
         try:
             while op.state in ("queued", "running"):
                 if on_progress is not None and op.progress is not None:
-                    on_progress(op.progress)
+                    on_progress(min(op.progress, 0.99))  # all read is not yet all sent and committed
                 time.sleep(POLL)
                 op = self.operation(op.id)
         except KeyboardInterrupt:
