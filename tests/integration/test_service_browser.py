@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.service.harness import create_token, make_project, running
+from tests.service.harness import create_token, done, make_project, running
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -44,17 +43,15 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             row = page.locator('tr[data-server="web"]')
             expect(row.locator('[data-key="state"]')).to_have_text("added")
             with svc.client(operator) as api:
-                starting = threading.Thread(target=lambda: api.put("/api/v1/replications/web",
-                                                                   json={"enabled": True}))
-                starting.start()
+                starting = api.put("/api/v1/replications/web", json={"enabled": True})  # 202: runs in the service
                 expect(row.locator('[data-key="state"]')).to_have_text("replicating", timeout=15_000)  # live
                 page.screenshot(path=str(shots / "dashboard-replicating.png"))
-                starting.join()
+                done(api, starting)
             expect(row.locator('[data-key="point"]')).to_have_text("1", timeout=30_000)  # applied, no reload
             expect(row.get_by_role("progressbar")).to_have_attribute("value", "1")
             with svc.client(operator) as api:  # two more cycles: the charts get a line
                 for _ in range(2):
-                    api.post("/api/v1/replications/web/cycles").raise_for_status()
+                    done(api, api.post("/api/v1/replications/web/cycles"))
             expect(row.locator('[data-key="last_cycle"]')).to_have_text("3", timeout=15_000)
             expect(row.locator('svg[data-chart="rpo"]')).to_have_attribute(
                 "aria-label", re.compile(r"^seconds between the last commits: \d+, \d+$"))
@@ -63,9 +60,11 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             expect(page.get_by_role("heading")).to_have_text("Test migrate: web")
             page.screenshot(path=str(shots / "dashboard-confirm.png"))
             page.get_by_role("button", name="Confirm: Test migrate").click()
+            expect(page).to_have_url(re.compile(r"/ui/operations/\d+$"))  # the operation's page, live by SSE
             status = page.get_by_role("status")
             expect(status).to_contain_text(re.compile(r"Test migration of web at recovery point [13] written"),
                                            timeout=30_000)
+            page.screenshot(path=str(shots / "dashboard-operation.png"))
             written = Path(status.inner_text().split("written: ", 1)[1].strip())
             assert written.read_bytes() == (tmp_path / "web.raw").read_bytes()
             page.get_by_role("link", name="Back to the servers").click()

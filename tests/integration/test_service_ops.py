@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers import write_at
-from tests.service.harness import create_token, make_project, running, wait_for
+from tests.service.harness import create_token, done, finish, make_project, running, wait_for
 
 API = "/api/v1"
 
@@ -24,42 +24,51 @@ def test_replicate_and_migrate_over_the_api(tmp_path: Path, state_url: str | Non
     operator = create_token(project, "op", "operator")
     with running(project, "--mover-interval", "0.2") as svc, svc.client(operator) as c:
         r = c.put(f"{API}/replications/web", json={"enabled": True})
-        assert r.status_code == 200 and r.json()["last_cycle"] == 1
+        assert r.status_code == 202 and r.headers["location"] == f"{API}/operations/{r.json()['id']}"
+        assert r.json()["kind"] == "enable" and r.json()["state"] in ("queued", "running")
+        initial = done(c, r)
+        assert isinstance(initial, dict) and initial["number"] == 1 and initial["kind"] == "initial"
+        assert c.get(f"{API}/replications/web").json()["last_cycle"] == 1
 
         def point(n: int) -> bool:
             return n in [p["number"] for p in c.get(f"{API}/servers/web/recovery-points").json()]
 
         wait_for(lambda: point(1), what="the mover to apply cycle 1")
-        test = c.post(f"{API}/migrations/web/test", json={"folder": "t1"})
-        assert test.status_code == 200, test.text
-        files = [Path(f) for f in test.json()["files"]]
+        test = done(c, c.post(f"{API}/migrations/web/test", json={"folder": "t1"}))
+        assert isinstance(test, dict)
+        files = [Path(f) for f in test["files"]]
         assert files == [project / "exports" / "t1" / "web-disk0.raw"]
         assert files[0].read_bytes() == source.read_bytes()
-        again = c.post(f"{API}/migrations/web/test", json={"folder": "t1"})
-        assert again.status_code == 409 and files[0].read_bytes() == source.read_bytes()  # never overwritten
-        assert c.post(f"{API}/migrations/web/cleanup").json() == {"removed": [str(files[0])]}
+        again = finish(c, c.post(f"{API}/migrations/web/test", json={"folder": "t1"}))
+        assert again["state"] == "failed" and files[0].read_bytes() == source.read_bytes()  # never overwritten
+        assert done(c, c.post(f"{API}/migrations/web/cleanup")) == {"removed": [str(files[0])]}
         assert not files[0].exists()
-        assert c.post(f"{API}/migrations/web/cleanup").status_code == 404
+        nothing = finish(c, c.post(f"{API}/migrations/web/cleanup"))
+        assert nothing["error"] == {"error": "server web has no test migration to clean up", "hint": None,
+                                    "type": "NotFoundError", "exit_code": 4}
 
         write_at(source, 1 << 20, b"changed" * 1000)
-        cycle = c.post(f"{API}/replications/web/cycles").json()
-        assert cycle["number"] == 2 and cycle["bytes_changed"] > 0
+        cycle = done(c, c.post(f"{API}/replications/web/cycles"))
+        assert isinstance(cycle, dict) and cycle["number"] == 2 and cycle["bytes_changed"] > 0
         wait_for(lambda: point(2), what="the mover to apply cycle 2")
         write_at(source, 3 << 20, b"final" * 1000)  # only the planned migration's final cycle carries it
-        planned = c.post(f"{API}/migrations/web/planned", json={"format": "vhd", "folder": "cutover"})
-        assert planned.status_code == 200, planned.text
-        vhd = Path(planned.json()["files"][0])
+        planned = done(c, c.post(f"{API}/migrations/web/planned", json={"format": "vhd", "folder": "cutover"}))
+        assert isinstance(planned, dict)
+        vhd = Path(planned["files"][0])
         size = source.stat().st_size
         assert vhd.read_bytes()[:size] == source.read_bytes()
         assert c.get(f"{API}/servers/web").json()["state"] == "migrated"
-        assert c.put(f"{API}/replications/web", json={"enabled": True}).status_code == 409
+        refused = finish(c, c.put(f"{API}/replications/web", json={"enabled": True}))
+        assert refused["state"] == "failed" and refused["error"]["type"] == "ConflictError"  # type: ignore[index]
+        kinds_run = [o["kind"] for o in c.get(f"{API}/operations", params={"server": "web"}).json()]
+        assert kinds_run == ["enable", "planned", "cycle", "cleanup", "cleanup", "test", "test", "enable"]
         kinds = [m["kind"] for m in c.get(f"{API}/servers/web/migrations").json()]
         assert kinds == ["test", "planned"]
         messages = [e["message"] for e in c.get(f"{API}/events", params={"server": "web"}).json()]
         assert any("migrated at recovery point" in m for m in messages)
         metrics = c.get("/metrics").text
         assert 'godwit_cycles{server="web",state="applied"} 3.0' in metrics
-        assert 'godwit_http_requests_total{method="POST",route="/api/v1/replications/{name}/cycles",status="200"}' \
+        assert 'godwit_http_requests_total{method="POST",route="/api/v1/replications/{name}/cycles",status="202"}' \
             in metrics
 
 

@@ -111,3 +111,22 @@ def wait_for(predicate: object, timeout: float = 30, what: str = "condition") ->
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def finish(client: httpx.Client, response: httpx.Response, timeout: float = 60) -> dict[str, object]:
+    """Follow the operation a 202 answer started until it ends; its final JSON."""
+    assert response.status_code == 202, response.text
+    location = response.headers["location"]
+    deadline = time.monotonic() + timeout
+    while True:
+        op: dict[str, object] = client.get(location).json()
+        if op["state"] in ("succeeded", "failed") or time.monotonic() > deadline:
+            return op
+        time.sleep(0.1)
+
+
+def done(client: httpx.Client, response: httpx.Response, timeout: float = 60) -> object:
+    """The result of an operation that must succeed."""
+    op = finish(client, response, timeout)
+    assert op["state"] == "succeeded", op
+    return op["result"]

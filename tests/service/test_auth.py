@@ -10,7 +10,7 @@ import pytest
 
 from godwit.project.project import open_project
 from godwit.state.tokens import Tokens
-from tests.service.harness import Service, create_token, godwit, make_project
+from tests.service.harness import Service, create_token, done, finish, godwit, make_project
 
 pytestmark = pytest.mark.both_databases
 
@@ -100,9 +100,11 @@ def test_operator_acts_but_cannot_manage_tokens(service: Service, admin: str) ->
     _, operator = _new(service, admin, "operator")
     with service.client(operator) as c:
         r = c.put(f"{API}/replications/web", json={"enabled": True})
-        assert r.status_code == 200 and r.json()["state"] == "replicating" and r.json()["last_cycle"] == 1
+        assert done(c, r)["number"] == 1  # type: ignore[index]
+        assert c.get(f"{API}/replications/web").json()["state"] == "replicating"
         assert c.put(f"{API}/replications/web", json={"enabled": False}).json()["state"] == "stopped"
-        assert c.post(f"{API}/replications/web/cycles").status_code == 409  # stopped: the engine refuses
+        refused = finish(c, c.post(f"{API}/replications/web/cycles"))  # stopped: the engine refuses
+        assert refused["state"] == "failed" and refused["error"]["type"] == "ConflictError"  # type: ignore[index]
         assert [c.get(f"{API}/tokens").status_code, c.post(f"{API}/tokens", json={"name": "x", "role": "reader"})
                 .status_code, c.delete(f"{API}/tokens/1").status_code] == [403, 403, 403]
     with service.client(admin) as c:
@@ -123,8 +125,8 @@ def test_an_appliance_sees_and_acts_on_its_servers_only(service: Service, admin:
     assert body["appliance"]["servers"] == ["web"] and body["token"]["role"] == "appliance"
     token = body["secret"]
     with service.client(admin) as c:
-        c.put(f"{API}/replications/web", json={"enabled": True}).raise_for_status()
-        c.put(f"{API}/replications/db", json={"enabled": True}).raise_for_status()
+        done(c, c.put(f"{API}/replications/web", json={"enabled": True}))
+        done(c, c.put(f"{API}/replications/db", json={"enabled": True}))
     with service.client(token) as c:
         assert [s["server"] for s in c.get(f"{API}/servers").json()] == ["web"]
         assert [s["server"] for s in c.get(f"{API}/replications").json()] == ["web"]
@@ -132,7 +134,8 @@ def test_an_appliance_sees_and_acts_on_its_servers_only(service: Service, admin:
         assert hidden.status_code == unknown.status_code == 404
         assert hidden.json()["error"].replace("'db'", "X") == unknown.json()["error"].replace("'zzz'", "X")
         assert c.post(f"{API}/replications/db/cycles").status_code == 404
-        assert c.post(f"{API}/replications/web/cycles").json()["number"] == 2
+        assert done(c, c.post(f"{API}/replications/web/cycles"))["number"] == 2  # type: ignore[index]
+        assert {o["server"] for o in c.get(f"{API}/operations").json()} == {"web"}  # its servers' only
         assert {e["server"] for e in c.get(f"{API}/events").json()} == {"web"}
         assert c.get(f"{API}/events", params={"server": "db"}).json() == []
         assert c.put(f"{API}/replications/web", json={"enabled": False}).status_code == 403

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from godwit.project.project import open_project
-from tests.service.harness import Service, create_token
+from tests.service.harness import Service, create_token, done
 
 pytestmark = pytest.mark.both_databases
 
@@ -41,7 +41,7 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html and "<script>alert" not in html
         assert c.get("/api/v1/servers").status_code == 401  # the cookie opens the dashboard only
     with service.client(admin) as api:
-        api.put("/api/v1/replications/web", json={"enabled": True}).raise_for_status()
+        done(api, api.put("/api/v1/replications/web", json={"enabled": True}))
     with httpx.Client(base_url=service.url, cookies={"godwit_token": reader}, timeout=30) as c, \
             c.stream("GET", "/ui/stream") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
@@ -79,23 +79,42 @@ def test_actions_go_through_a_confirmation_step(service: Service, admin: str) ->
         assert c.post("/ui/servers/web/enable", data={"key": "f" * 64}).status_code == 403  # not this session's
         with service.client(admin) as api:
             assert api.get("/api/v1/servers/web").json()["state"] == "added"  # nothing done without the key
-        done = c.post("/ui/servers/web/enable", data={"key": _key(confirm.text)})
-        assert done.status_code == 200 and "Replication of web is enabled." in done.text
+        started = c.post("/ui/servers/web/enable", data={"key": _key(confirm.text)})
+        assert started.status_code == 303 and started.headers["location"].startswith("/ui/operations/")
+        assert _ended(c, started.headers["location"]) == {"state": "succeeded", "failed": False, "done": True,
+                                                          "text": "Replication of web is enabled."}
         with service.client(admin) as api:
             wait_for(lambda: api.get("/api/v1/servers/web").json()["latest_recovery_point"] == 1, what="point 1")
         key = _key(c.get("/ui/servers/web/confirm", params={"action": "test"}).text)
         test = c.post("/ui/servers/web/test", data={"key": key})
-        assert test.status_code == 200 and "Test migration of web at recovery point 1 written" in test.text
-        written = test.text.split("written: ", 1)[1].split("<", 1)[0]
+        assert test.status_code == 303
+        page = c.get(test.headers["location"]).text
+        assert 'role="status"' in page and "Test migrate: web" in page
+        text = str(_ended(c, test.headers["location"])["text"])
+        assert text.startswith("Test migration of web at recovery point 1 written: ")
+        written = text.split("written: ", 1)[1]
         assert Path(written).read_bytes() == (service.project.parent / "web.raw").read_bytes()
         again = c.post("/ui/servers/db/cleanup", data={"key": key})
-        assert again.status_code == 404 and "no test migration" in again.text
+        failed = _ended(c, again.headers["location"])
+        assert failed["failed"] is True and "no test migration" in str(failed["text"])
         assert c.get("/ui/servers/zzz/confirm", params={"action": "test"}).status_code == 404
+        assert c.post("/ui/servers/zzz/test", data={"key": key}).status_code == 404
+        assert c.get("/ui/operations/999999/stream").status_code == 404
+
+
+def _ended(c: httpx.Client, location: str) -> dict[str, object]:
+    """Follow an operation's page stream (server-sent events) until it says the operation ended."""
+    with c.stream("GET", f"{location}/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                data: dict[str, object] = json.loads(line[6:])
+                if data["done"]:
+                    return data
+    raise AssertionError("the stream ended before the operation")
 
 
 def test_the_stream_shows_a_running_initial_cycle(tmp_path: Path) -> None:
-    import threading
-
     from tests.service.harness import make_project, running
 
     project = make_project(tmp_path, None, servers=("slow",), size=8 << 20)
@@ -104,8 +123,7 @@ def test_the_stream_shows_a_running_initial_cycle(tmp_path: Path) -> None:
     operator = create_token(project, "o", "operator")
     seen: list[tuple[str, str, float]] = []
     with running(project, "--mover-interval", "0") as svc, svc.client(operator) as api:
-        starting = threading.Thread(target=lambda: api.put("/api/v1/replications/slow", json={"enabled": True}))
-        starting.start()
+        api.put("/api/v1/replications/slow", json={"enabled": True}).raise_for_status()
         with httpx.Client(base_url=svc.url, cookies={"godwit_token": operator}, timeout=60) as c, \
                     c.stream("GET", "/ui/stream") as stream:
             for line in stream.iter_lines():
@@ -114,7 +132,6 @@ def test_the_stream_shows_a_running_initial_cycle(tmp_path: Path) -> None:
                     seen.append((s["cells"]["state"], s["cells"]["last_cycle"], s["progress"]))
                     if s["cells"]["last_cycle"] == "1":
                         break
-        starting.join()
     assert ("replicating", "-") in [(state, last) for state, last, _p in seen], seen  # live, while it ran
     assert [p for *_s, p in seen] == sorted(p for *_s, p in seen) and seen[-1] == ("replicating", "1", 1.0)
 

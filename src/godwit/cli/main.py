@@ -61,8 +61,8 @@ def _root(
              "overrides the url of the state table in godwit.toml.")] = None,
     service: Annotated[str | None, typer.Option(
         "--service", envvar="GODWIT_SERVICE", show_default=False,
-        help="Ask a running `godwit serve` at this URL instead of a local project (replicate status, "
-             "events); the token is read from $GODWIT_TOKEN.")] = None,
+        help="Act through a running `godwit serve` at this URL instead of a local project (replicate "
+             "status|start|cycle|stop, migrate, events); the token is read from $GODWIT_TOKEN.")] = None,
 ) -> None:
     if database_url:  # open_project reads it from the environment, for this process and its children
         os.environ["GODWIT_DATABASE_URL"] = database_url

@@ -15,6 +15,8 @@ from godwit.errors import GodwitError, UsageError
 
 if TYPE_CHECKING:
     from godwit.assess.preparation import Preparation
+    from godwit.cli.remote import ServiceClient
+    from godwit.migrate.migration import MigrationResult
 
 
 def register(app: typer.Typer) -> None:
@@ -64,9 +66,16 @@ def migrate(
     `godwit migrate cleanup NAME` removes a test migration's files. With `--at` the planned
     migration is scheduled; `godwit migrate scheduled` lists, `godwit migrate cancel ID` cancels.
     """
+    from godwit.cli.remote import service_client
     from godwit.migrate import migration
 
     recovery_point = point_option(recovery_point)
+    if (remote := service_client()) is not None:
+        with remote:
+            _remote(remote, name, target, test=test, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir,
+                    json_=json_, refused={"--shutdown-command": shutdown_command, "--wave": wave, "--at": at,
+                                          "--prepare-for": prepare_for})
+        return
     if at is not None or (name in ("scheduled", "cancel") and wave is None):
         from godwit.cli.wave_cmd import scheduled_cutovers
 
@@ -90,11 +99,7 @@ def migrate(
     prepared: Preparation | None = None
     with project_from(project) as p:
         if name == "cleanup" and target is not None:
-            removed = migration.cleanup(p, target)
-            if json_:
-                print_json({"removed": removed})
-            else:
-                out.print(f"removed {len(removed)} file(s) of {target}'s test migration")
+            _say_removed(target, migration.cleanup(p, target), json_)
             return
         if target is not None:
             raise UsageError(f"unexpected argument {target!r}", hint="godwit migrate NAME [--test] --out DIR")
@@ -112,6 +117,40 @@ def migrate(
             if recovery_point != "latest":
                 raise UsageError("--recovery-point applies to --test only; a planned migration uses a final cycle")
             res = migration.planned_migration(p, name, fmt=fmt, out_dir=out_dir, shutdown_command=shutdown_command)
+    _say(res, prepared, prepare_for, json_)
+
+
+def _say_removed(target: str, removed: list[str], json_: bool) -> None:
+    if json_:
+        print_json({"removed": removed})
+    else:
+        out.print(f"removed {len(removed)} file(s) of {target}'s test migration")
+
+
+def _remote(remote: ServiceClient, name: str | None, target: str | None, *, test: bool, recovery_point: str,
+            fmt: str, out_dir: Path | None, json_: bool, refused: dict[str, str | None]) -> None:
+    """`godwit --service URL migrate …`: the same command, run as an operation of the service."""
+    from godwit.cli import remote_ops
+
+    for option, given in refused.items():
+        remote_ops.refuse(option, given)
+    if name in ("scheduled", "cancel"):
+        raise UsageError(f"`migrate {name}` is not offered through --service", hint="run it where the project is")
+    if name is None:
+        raise UsageError("give a server NAME", hint="godwit --service URL migrate NAME [--test] [--out FOLDER]")
+    if name == "cleanup" and target is not None:
+        _say_removed(target, remote_ops.cleanup(remote, target), json_)
+        return
+    if target is not None:
+        raise UsageError(f"unexpected argument {target!r}", hint="godwit migrate NAME [--test] --out DIR")
+    if not test and recovery_point != "latest":
+        raise UsageError("--recovery-point applies to --test only; a planned migration uses a final cycle")
+    res = remote_ops.migrate(remote, name, test=test, recovery_point=recovery_point, fmt=fmt, out_dir=out_dir,
+                             json_=json_)
+    _say(res, None, None, json_)
+
+
+def _say(res: MigrationResult, prepared: Preparation | None, prepare_for: str | None, json_: bool) -> None:
     if json_:
         print_json({**asdict(res), **({"prepared": prepared.model_dump(mode="json")} if prepared else {})})
         return

@@ -1,25 +1,36 @@
 """The CLI's client of a running `godwit serve` (`godwit --service URL …`, token in $GODWIT_TOKEN).
 
-The read commands that support it (`replicate status`, `events`) ask ``service_client()``: None
-means work on the local project as usual. Answers are validated into the same state views the
-local path returns, so printing is one code path. The token is taken from the environment only,
-never from an option, so it shows neither in `ps` nor in a shell history.
+The commands that support it (`replicate status|start|cycle|stop`, `events`, `migrate`) ask
+``service_client()``: None means work on the local project as usual. Answers are validated into
+the same typed models the local path returns, so printing is one code path. A long operation is
+started (202) and followed by polling its resource until it ends (``follow``). The token is taken
+from the environment only, never from an option, so it shows neither in `ps` nor in a shell
+history, and no message ever includes it.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from godwit import errors
 from godwit.errors import ConfigError, ConflictError, GodwitError, NotFoundError, ProjectError, UsageError
 from godwit.state.views import Event, ServerStatus
 
+if TYPE_CHECKING:
+    from godwit.service.models import OperationError, OperationView, ReplicationView
+
 SERVICE_ENV, TOKEN_ENV, CA_ENV = "GODWIT_SERVICE", "GODWIT_TOKEN", "GODWIT_SERVICE_CA"
-_BY_STATUS: dict[int, type[GodwitError]] = {400: UsageError, 404: NotFoundError, 409: ConflictError}
+_BY_STATUS: dict[int, type[GodwitError]] = {400: UsageError, 404: NotFoundError, 409: ConflictError,
+                                             422: UsageError}
+#: Seconds between two polls of a running operation.
+POLL = 0.2
 
 
 class ServiceClient:
@@ -34,23 +45,31 @@ class ServiceClient:
     def close(self) -> None:
         self._http.close()
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, *, body: Any = None, **params: Any) -> Any:
         try:
-            r = self._http.get(path, params={k: v for k, v in params.items() if v is not None})
+            r = self._http.request(method, path, json=body, params={k: v for k, v in params.items() if v is not None})
         except httpx.HTTPError as exc:
             raise ProjectError(f"cannot reach the service at {self.url}: {exc}",
                                hint="check --service and that `godwit serve` runs there") from None
-        if r.status_code in (401, 403):
-            raise ConfigError(f"the service at {self.url} refused the token ({r.status_code})",
+        if r.status_code == 401:
+            raise ConfigError(f"the service at {self.url} did not accept the token (401)",
                               hint=f"set ${TOKEN_ENV} to a valid token (`godwit token create`)")
         if r.status_code >= 400:
-            try:
-                body = r.json()
-                message, hint = str(body["error"]), body.get("hint")
-            except (ValueError, KeyError, TypeError):
-                message, hint = f"the service answered {r.status_code}", None
+            message, hint = _error_of(r)
+            if r.status_code == 403:
+                raise ConfigError(f"the service at {self.url} refused this to the token's role: {message} (403)",
+                                  hint="use a token with that role (`godwit token create --role …`)")
             raise _BY_STATUS.get(r.status_code, GodwitError)(message, hint=hint)
         return r.json()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, **params)
 
     def _as(self, kind: Any, data: Any) -> Any:
         try:
@@ -68,6 +87,67 @@ class ServiceClient:
     def events(self, server: str | None, limit: int) -> list[Event]:
         result: list[Event] = self._as(list[Event], self._get("/api/v1/events", server=server, limit=limit))
         return result
+
+    # -- the acting commands ---------------------------------------------------------------------
+
+    def start(self, method: str, path: str, body: dict[str, Any] | None = None) -> OperationView:
+        """Start an operation (the service answers 202 with it)."""
+        from godwit.service.models import OperationView
+
+        op: OperationView = self._as(OperationView, self._call(method, path, body=body))
+        return op
+
+    def operation(self, op_id: int) -> OperationView:
+        from godwit.service.models import OperationView
+
+        op: OperationView = self._as(OperationView, self._get(f"/api/v1/operations/{op_id}"))
+        return op
+
+    def follow(self, op: OperationView, on_progress: Callable[[float], None] | None = None) -> OperationView:
+        """Poll ``op`` until it ends; its result, or its error raised as the GodwitError it was.
+        Interrupted here (Ctrl-C), the operation goes on in the service."""
+        try:
+            while op.state in ("queued", "running"):
+                if on_progress is not None and op.progress is not None:
+                    on_progress(min(op.progress, 0.99))  # all read is not yet all sent and committed
+                time.sleep(POLL)
+                op = self.operation(op.id)
+        except KeyboardInterrupt:
+            raise ProjectError(f"stopped following operation {op.id}; it goes on in the service",
+                               hint=f"GET {self.url}/api/v1/operations/{op.id} tells how it ends") from None
+        if op.error is not None:
+            raise raised(op.error)
+        if on_progress is not None:
+            on_progress(1.0)
+        return op
+
+    def stop_replication(self, name: str) -> ReplicationView:
+        from godwit.service.models import ReplicationView
+
+        view: ReplicationView = self._as(ReplicationView, self._call("PUT", f"/api/v1/replications/{name}",
+                                                                     body={"enabled": False}))
+        return view
+
+
+def _error_of(r: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body = r.json()
+        if r.status_code == 422 and isinstance(body.get("detail"), list):  # FastAPI's validation answer
+            first = body["detail"][0]
+            return f"the service refused the request: {first['msg']} ({'.'.join(map(str, first['loc']))})", None
+        return str(body["error"]), body.get("hint")
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return f"the service answered {r.status_code}", None
+
+
+def raised(error: OperationError) -> GodwitError:
+    """The GodwitError an operation failed with, rebuilt from its class name and exit code."""
+    cls = getattr(errors, error.type, None)
+    if not (isinstance(cls, type) and issubclass(cls, GodwitError)):
+        cls = GodwitError
+    exc = cls(error.error, hint=error.hint)
+    exc.exit_code = error.exit_code  # the service's own, also for `Interrupted`
+    return exc
 
 
 def service_client() -> ServiceClient | None:

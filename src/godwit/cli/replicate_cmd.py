@@ -64,10 +64,18 @@ def _limit(p: object, max_mbps: float | None) -> None:
 @guarded
 def start(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
     """Enable replication of NAME and run its initial cycle."""
+    from godwit.cli import remote_ops
+    from godwit.cli.remote import service_client
+
     _check_mbps(max_mbps)
-    with project_from(project) as p, disk_progress(f"{name} initial", not json_) as prog:
-        _limit(p, max_mbps)
-        res = replication.start(p, name, progress=prog)
+    if (remote := service_client()) is not None:
+        remote_ops.no_mbps(max_mbps)
+        with remote:
+            res = remote_ops.enable(remote, name, not json_)
+    else:
+        with project_from(project) as p, disk_progress(f"{name} initial", not json_) as prog:
+            _limit(p, max_mbps)
+            res = replication.start(p, name, progress=prog)
     if res is None:
         if json_:
             print_json({"server": name, "enabled": True, "cycle": None})
@@ -81,10 +89,18 @@ def start(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_
 @guarded
 def cycle(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_: JsonOpt = False) -> None:
     """Run one delta cycle of NAME now (resumes an interrupted cycle first)."""
+    from godwit.cli import remote_ops
+    from godwit.cli.remote import service_client
+
     _check_mbps(max_mbps)
-    with project_from(project) as p, disk_progress(f"{name} delta", not json_) as prog:
-        _limit(p, max_mbps)
-        res = replication.cycle(p, name, progress=prog)
+    if (remote := service_client()) is not None:
+        remote_ops.no_mbps(max_mbps)
+        with remote:
+            res = remote_ops.cycle(remote, name, not json_)
+    else:
+        with project_from(project) as p, disk_progress(f"{name} delta", not json_) as prog:
+            _limit(p, max_mbps)
+            res = replication.cycle(p, name, progress=prog)
     _say(res, json_)
 
 
@@ -92,8 +108,14 @@ def cycle(name: str, project: ProjectOpt = None, max_mbps: MaxMbps = None, json_
 @guarded
 def stop(name: str, project: ProjectOpt = None) -> None:
     """Stop replicating NAME (committed cycles and replicas are kept)."""
-    with project_from(project) as p:
-        replication.stop(p, name)
+    from godwit.cli.remote import service_client
+
+    if (remote := service_client()) is not None:
+        with remote:
+            remote.stop_replication(name)
+    else:
+        with project_from(project) as p:
+            replication.stop(p, name)
     out.print(f"replication of {name} stopped")
 
 

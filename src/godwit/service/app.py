@@ -68,12 +68,17 @@ def _allowed(app: FastAPI, request: Request) -> set[str]:
 
 
 def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
+    from godwit.service.operations import Operations
     from godwit.service.routers import appliances, dashboard, events, migrations, replication, servers, system, tokens
+    from godwit.service.routers import operations as ops_router
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         halt: Callable[[], None] = stop.set
+        interrupted = ops.start()
+        if interrupted:
+            log.warning("%d operation(s) left running by a service that stopped are marked failed", interrupted)
         thread = None
         if settings.mover_interval > 0 and project.db.backend == "postgresql":
             # On PostgreSQL the service applies only through the job queue, as one more mover
@@ -92,6 +97,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
             yield
         finally:
             halt()
+            ops.shutdown(timeout=20)
             if thread is not None:
                 thread.join(timeout=60)
 
@@ -108,6 +114,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics(project)
     app.state.progress = LiveProgress()
+    ops = app.state.operations = Operations(project, app.state.progress)
     app.state.registrations = RateLimiter(settings.registrations_per_minute, 60.0)
     project.store  # noqa: B018 - built once here, not lazily by two request threads at once
 
@@ -131,7 +138,7 @@ def create_app(project: Project, settings: ServiceSettings) -> FastAPI:
         app.state.metrics.observe(request.method, route, response.status_code, time.perf_counter() - t0)
         return response
 
-    for module in (system, servers, replication, migrations, events, appliances, tokens, dashboard):
+    for module in (system, servers, replication, migrations, ops_router, events, appliances, tokens, dashboard):
         app.include_router(module.router)
     from godwit.service.routers import appliance_protocol
 

@@ -116,3 +116,33 @@ class Registration(_Body):
     appliance: ApplianceView
     token: TokenView
     secret: str
+
+
+OperationKind = Literal["enable", "cycle", "test", "cleanup", "planned"]
+OperationState = Literal["queued", "running", "succeeded", "failed"]
+
+
+class OperationError(_Body):
+    """Why an operation failed: the GodwitError's message and hint, its class and CLI exit code."""
+
+    error: str
+    hint: str | None = None
+    type: str = Field(description="the error's class, e.g. ConflictError; `Interrupted` for a service that died")
+    exit_code: int
+
+
+class OperationView(_Body):
+    """A long operation run in the service's background (`202 Accepted` answers with one)."""
+
+    id: int
+    kind: OperationKind
+    server: str
+    state: OperationState
+    progress: float | None = Field(description="0..1 while a cycle reads; 1 when it succeeded")
+    result: CycleResultView | MigrationResultView | CleanupResult | None = Field(
+        description="enable: the initial cycle (none if one was committed); cycle: the cycle; test, planned: "
+                    "the migration; cleanup: the files removed")
+    error: OperationError | None
+    created: float
+    started: float | None
+    finished: float | None

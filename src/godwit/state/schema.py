@@ -261,3 +261,20 @@ appliance_settings = Table(
     Column("max_mbps", Float),
     Column("last_event", BigInteger, nullable=False, default=0),
 )
+
+# The service's long operations (revision 0014): enable, cycle, test, cleanup, planned, run in the
+# background; a row left queued or running by a service that died is marked failed at its next start.
+operations = Table(
+    "operations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # enable | cycle | test | cleanup | planned
+    Column("server", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("progress", Float),  # 0..1, stored when it ends (live from memory while it runs)
+    Column("params", Text, nullable=False),  # JSON: the request's body
+    Column("result", Text),  # JSON: the typed result
+    Column("error", Text),  # JSON: error, hint, type, exit_code
+    Column("created", Float, nullable=False),
+    Column("started", Float),
+    Column("finished", Float),
+)

@@ -23,7 +23,7 @@ from godwit.state.schema import metadata
 
 #: The newest migration in ``migrations/versions`` (a test keeps the two in step). Checking it with
 #: one query spares every command the cost of loading Alembic when nothing is to be done.
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0014"
 
 #: pg_advisory_xact_lock key of schema upgrades ("godwit" in ASCII).
 PG_UPGRADE_LOCK = 0x676F64776974

@@ -1,5 +1,6 @@
-"""The dashboard's actions: each is asked for on a confirmation page, then done by a POST that
-carries a form key derived from the session's token (a cross-site page cannot know it)."""
+"""The dashboard's actions: each is asked for on a confirmation page, then started by a POST that
+carries a form key derived from the session's token (a cross-site page cannot know it); the POST
+leads to the operation's page, which server-sent events keep current until it ends."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ import hashlib
 import hmac
 from html import escape
 
-from godwit.engine import lifecycle
-from godwit.migrate import migration
-from godwit.project.project import Project
 from godwit.service.dashboard.page import page
-from godwit.service.progress import LiveProgress
+from godwit.service.models import CleanupResult, CycleResultView, MigrationResultView, OperationView
 
 #: action -> (button label, the question the confirmation page asks)
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -44,22 +42,47 @@ def confirm_page(project: str, name: str, action: str, key: str) -> str:
 <button type="submit">Confirm: {escape(label)}</button> <a href="/ui">Cancel</a></form>""")
 
 
-def run(project: Project, name: str, action: str, export_dir_for: str, progress: LiveProgress) -> str:
-    """Do the action; what to tell the user (a GodwitError propagates to the caller)."""
-    from pathlib import Path
+def message(op: OperationView) -> str:
+    """What to tell the user about an operation, as it stands."""
+    label = ACTIONS[op.kind if op.kind != "cycle" else "enable"][0]
+    if op.state in ("queued", "running"):
+        done = f" ({round(op.progress * 100)}%)" if op.progress else ""
+        return f"{label} of {op.server}: {op.state}{done}…"
+    if op.error is not None:
+        return f"{label} of {op.server} failed: {op.error.error}" + (f" ({op.error.hint})" if op.error.hint else "")
+    res = op.result
+    if isinstance(res, MigrationResultView) and op.kind == "test":
+        return f"Test migration of {op.server} at recovery point {res.recovery_point} written: {', '.join(res.files)}"
+    if isinstance(res, MigrationResultView):
+        return f"{op.server} is migrated at recovery point {res.recovery_point}: {', '.join(res.files)}"
+    if isinstance(res, CleanupResult):
+        return f"Removed {len(res.removed)} file(s) of {op.server}'s test migrations."
+    if op.kind == "cycle" and isinstance(res, CycleResultView):
+        return f"Cycle {res.number} of {op.server} committed."
+    return f"Replication of {op.server} is enabled."
 
-    if action == "enable":
-        with progress.tracking(name) as report:
-            lifecycle.start(project, name, progress=report)
-        return f"Replication of {name} is enabled."
-    if action == "test":
-        res = migration.test_migration(project, name, out_dir=Path(export_dir_for))
-        return f"Test migration of {name} at recovery point {res.recovery_point} written: {', '.join(res.files)}"
-    if action == "cleanup":
-        removed = migration.cleanup(project, name)
-        return f"Removed {len(removed)} file(s) of {name}'s test migrations."
-    res = migration.planned_migration(project, name, out_dir=Path(export_dir_for))
-    return f"{name} is migrated at recovery point {res.recovery_point}: {', '.join(res.files)}"
+
+OPERATION_SCRIPT = """
+const box = document.getElementById("op-status");
+const stream = new EventSource(box.dataset.stream);
+stream.addEventListener("operation", (ev) => {
+  const op = JSON.parse(ev.data);
+  box.textContent = op.text;
+  box.className = op.failed ? "error" : "";
+  document.getElementById("op-state").textContent = op.state;
+  if (op.done) { stream.close(); }
+});
+"""
+
+
+def operation_page(project: str, op: OperationView) -> str:
+    """The page an action leads to: the operation's state, kept current by server-sent events."""
+    label = ACTIONS[op.kind if op.kind != "cycle" else "enable"][0]
+    failed = ' class="error"' if op.state == "failed" else ""
+    return page(f"godwit {project}: {label}", f"""<h1>{escape(label)}: {escape(op.server)}</h1>
+<p>Operation {op.id}: <span id="op-state">{escape(op.state)}</span></p>
+<p id="op-status" role="status"{failed} data-stream="/ui/operations/{op.id}/stream">{escape(message(op))}</p>
+<p><a href="/ui">Back to the servers</a></p><script>{OPERATION_SCRIPT}</script>""")
 
 
 def result_page(project: str, title: str, message: str, *, failed: bool = False) -> str:

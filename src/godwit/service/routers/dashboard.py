@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import threading
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
@@ -23,6 +22,7 @@ from godwit.project.project import Project
 from godwit.service.app import status_of
 from godwit.service.auth import RANK, project_of
 from godwit.service.dashboard import actions, page
+from godwit.service.operations import submit
 from godwit.service.progress import LiveProgress
 from godwit.service.routers.servers import ServerName
 from godwit.state.tokens import Tokens, TokenView
@@ -31,6 +31,8 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 COOKIE = "godwit_token"
 #: Seconds between two updates of the stream.
 INTERVAL = 1.0
+#: Seconds between two updates of an operation's page.
+OP_INTERVAL = 0.5
 #: How many recent events the page lists.
 EVENTS = 20
 
@@ -94,14 +96,6 @@ def _operator(request: Request, project: Project) -> TokenView | Response:
     return who
 
 
-def _gated(gate: threading.Lock, project: Project, name: str, action: str, out_dir: str,
-           progress: LiveProgress) -> str:
-    if action == "enable":  # a cycle, not an apply: the mover may run meanwhile
-        return actions.run(project, name, action, out_dir, progress)
-    with gate:  # as the API's migrations: never racing this service's own mover
-        return actions.run(project, name, action, out_dir, progress)
-
-
 @router.get("/servers/{name}/confirm")
 def confirm(request: Request, name: str = ServerName, action: str = Query(pattern="^(enable|test|cleanup|planned)$"),
             project: Project = Depends(project_of)) -> Response:
@@ -126,14 +120,43 @@ async def act(request: Request, name: str = ServerName, action: str = Path(patte
                                                 "This form is not from this session; start again from the servers.",
                                                 failed=True), status_code=403)
     label = actions.ACTIONS[action][0]
-    out_dir = str(request.app.state.settings.export_dir / f"{name}-{action}-{int(time.time())}")
     try:
-        message = await run_in_threadpool(_gated, request.app.state.apply_gate, project, name, action, out_dir,
-                                          request.app.state.progress)
+        op = await run_in_threadpool(submit, request.app.state, action, name)
     except GodwitError as exc:
         return HTMLResponse(actions.result_page(project.config.name, f"{label} failed", exc.message, failed=True),
                             status_code=status_of(exc))
-    return HTMLResponse(actions.result_page(project.config.name, f"{label}: done", message))
+    return RedirectResponse(f"/ui/operations/{op.id}", status_code=303)
+
+
+@router.get("/operations/{op_id}")
+def operation(request: Request, op_id: int = Path(ge=1, le=2**62), project: Project = Depends(project_of)) -> Response:
+    if _who(request, project) is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    return HTMLResponse(actions.operation_page(project.config.name, request.app.state.operations.get(op_id)))
+
+
+@router.get("/operations/{op_id}/stream")
+def operation_stream(request: Request, op_id: int = Path(ge=1, le=2**62),
+                     project: Project = Depends(project_of)) -> Response:
+    if _who(request, project) is None:
+        return Response(status_code=401)
+    ops = request.app.state.operations
+    ops.get(op_id)  # unknown: the API's 404
+
+    async def events() -> AsyncIterator[str]:
+        while not await request.is_disconnected():
+            if await run_in_threadpool(_who, request, project) is None:
+                return
+            op = await run_in_threadpool(ops.get, op_id)
+            done = op.state in ("succeeded", "failed")
+            data = json.dumps({"state": op.state, "text": actions.message(op), "failed": op.state == "failed",
+                               "done": done})
+            yield f"event: operation\ndata: {data}\n\n"
+            if done:
+                return
+            await asyncio.sleep(OP_INTERVAL)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
 def _snapshot(project: Project, live: LiveProgress) -> str:

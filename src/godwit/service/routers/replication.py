@@ -1,16 +1,17 @@
-"""Replication: its state per server, enable or stop it, run a cycle now (the engine's lifecycle)."""
+"""Replication: its state per server, enable or stop it, run a cycle now (the engine's lifecycle;
+the long ones as background operations)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from godwit.engine import lifecycle
 from godwit.project.project import Project
 from godwit.service.auth import Principal, project_of, require
-from godwit.service.models import CycleResultView, ReplicationChange, ReplicationView
+from godwit.service.models import OperationView, ReplicationChange, ReplicationView
 from godwit.service.routers import API, AUTHED, errors
+from godwit.service.routers.operations import ACCEPTED, accepted
 from godwit.service.routers.servers import ServerName, visible_status
 from godwit.state.views import ServerStatus
 
@@ -35,23 +36,21 @@ def get_replication(name: str = ServerName, who: Principal = Depends(require("re
     return _view(visible_status(project, who, name))
 
 
-@router.put("/{name}", responses=errors(409))
+@router.put("/{name}", response_model=None, responses={200: {"model": ReplicationView}, **ACCEPTED})
 def change_replication(request: Request, body: ReplicationChange, name: str = ServerName,
                        who: Principal = Depends(require("operator")),
-                       project: Project = Depends(project_of)) -> ReplicationView:
-    """Enable replication (the initial cycle runs now if none is committed) or stop it."""
+                       project: Project = Depends(project_of)) -> ReplicationView | JSONResponse:
+    """Enable replication: 202 and an operation that runs the initial cycle if none is committed.
+    Stop it: 200 and the replication's state (nothing long to wait for)."""
     if body.enabled:
-        with request.app.state.progress.tracking(name) as progress:
-            lifecycle.start(project, name, progress=progress)
-    else:
-        lifecycle.stop(project, name)
+        return accepted(request, "enable", name)
+    lifecycle.stop(project, name)
     return _view(visible_status(project, who, name))
 
 
-@router.post("/{name}/cycles", responses=errors(409, 503))
-def run_cycle(request: Request, name: str = ServerName, who: Principal = Depends(require("operator", appliance=True)),
-              project: Project = Depends(project_of)) -> CycleResultView:
-    """Run one cycle of the server now; it returns when the cycle is committed."""
+@router.post("/{name}/cycles", status_code=202, response_model=OperationView, responses=ACCEPTED)
+def run_cycle(request: Request, name: str = ServerName, who: Principal = Depends(require("operator", appliance=True))
+              ) -> JSONResponse:
+    """Run one cycle of the server now, in the background: 202 and the operation to follow."""
     who.check_server(name)
-    with request.app.state.progress.tracking(name) as progress:
-        return CycleResultView(**asdict(lifecycle.cycle(project, name, progress=progress)))
+    return accepted(request, "cycle", name)
