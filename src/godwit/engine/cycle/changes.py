@@ -3,6 +3,7 @@ resume journal's blocks that are already sent."""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -163,7 +164,7 @@ def apply_journal(rows: list[JournalRow], works: list[DiskWork], bs: int, cycle:
         used += took
     for w in works:
         w.journaled.sort(key=lambda p: p[0])
-        for (f0, d0), (f1, _) in zip(w.journaled, w.journaled[1:], strict=False):
+        for (f0, d0), (f1, _) in itertools.pairwise(w.journaled):
             if f0 + len(d0) // DIGEST > f1:  # a block sent twice in one cycle: not a journal godwit wrote
                 raise CorruptObjectError(f"resume journal of cycle {cycle} sends block {f1} of disk "
                                          f"{w.disk.idx} twice", hint=f"run `godwit replicate resync {server}`")
