@@ -53,12 +53,12 @@ def retain(hashes_dir: Path, disk_uid: str, latest: int, keep: set[int]) -> None
     """After cycle ``latest`` committed: keep its file and those of ``keep`` (the live recovery points
     and the cycles still to be applied, which verify and resync read); delete every other file
     of an earlier cycle (cycles a resync discarded, applied cycles whose point is released) and
-    every ``.tmp`` of an earlier cycle (a write that died).
+    every ``.tmp`` (a write that died: ``latest``'s own is published by now).
 
     The caller holds the server's cycle lock, so no other write of this disk's files is under way.
     """
     for n, f in _numbered(hashes_dir, disk_uid):
-        if n < latest and (f.suffix == ".tmp" or n not in keep):
+        if f.suffix == ".tmp" or (n < latest and n not in keep):
             f.unlink(missing_ok=True)
 
 
