@@ -166,3 +166,22 @@ def test_unread_tasks_find_the_same_changes_as_block_by_block(n: int, data: st.D
     want = pipe._changes(digests, base, n, tail_zero, first, jn)
     got = pipe._unread_changes(digests, base, n, tail_zero, first, jn)
     assert got == want
+
+
+@pytest.mark.parametrize("io", [13, 16, 29, 64, 1000])
+def test_run_headers_across_read_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, io: int) -> None:
+    """The verifying pass and the windowed reader read the file in chunks; run headers and digests
+    that straddle two chunks are read whole."""
+    monkeypatch.setattr(blockhashes, "_IO", io)
+    zero = blockhashes.zero_digests(ALGO, BS, 400 * BS)[0]
+    digests = b"".join(bytes([i % 200 + 1]) * 16 if (i // 3) % 2 else zero for i in range(400))
+    p = tmp_path / "h.bin"
+    blockhashes.write(p, ALGO, BS, 400 * BS, digests)
+    assert blockhashes.read(p, ALGO, BS) == (400 * BS, bytearray(digests))
+    with blockhashes.open_reader(p, ALGO, BS) as r:
+        assert b"".join(r.window(a, min(a + 7, 400)) for a in range(0, 400, 7)) == digests
+    raw = bytearray(p.read_bytes())
+    raw[20 + 12 + 48 + 8] ^= 1  # the second run's count: caught by the trailer
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CorruptObjectError):
+        blockhashes.read(p, ALGO, BS)
