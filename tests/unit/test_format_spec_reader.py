@@ -7,6 +7,8 @@ and must get the source bytes back; it also checks every rule the spec promises 
 The golden fixture ``tests/fixtures/format-v1/`` is a store (and its block-hash files) written once
 by godwit 0.1.0. The current decoder must keep reading it. Never regenerate it: add a new fixture
 for a new format version instead (``python -m tests.unit.test_format_spec_reader DEST``).
+``tests/fixtures/blockhashes-v2/`` holds the same block-hash files in version 2 (godwit 0.2), which
+both readers must read to the same digests.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import zstandard
 from godwit.errors import CorruptObjectError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "format-v1"
+FIXTURE_V2 = Path(__file__).resolve().parents[1] / "fixtures" / "blockhashes-v2"  # block-hash files only
 
 # -- the independent reader: docs/format.md, and nothing else ---------------------------------
 
@@ -496,6 +499,23 @@ def test_spec_reader_reads_and_refuses_block_hash_files_of_version_2(tmp_path: P
         with pytest.raises(CorruptObjectError):  # and godwit's own reader agrees
             blockhashes.read(path, "blake3", bs)
         assert what
+
+
+def test_blockhashes_v2_fixture_reads_with_both_readers() -> None:
+    """Golden v2 files hold the same digests as their v1 twins, for the spec reader and godwit."""
+    from godwit.format import blockhashes
+
+    exp = _fixture_expected()
+    cycles, disk_uids = exp["cycles"], exp["disk_uids"]
+    assert isinstance(cycles, list) and isinstance(disk_uids, list)
+    for c in cycles:
+        for disk_uid in disk_uids:
+            name = f"{c['cycle']:010d}.bin"
+            v1, v2 = FIXTURE / "hashes" / disk_uid / name, FIXTURE_V2 / disk_uid / name
+            assert v2.read_bytes()[4] == 2 and v2.stat().st_size < v1.stat().st_size
+            assert read_blockhashes(v2) == read_blockhashes(v1)
+            assert blockhashes.read(v2, exp["hash"], exp["block_size"]) == blockhashes.read(
+                v1, exp["hash"], exp["block_size"])
 
 
 def write_fixture(dest: Path, work: Path) -> None:
