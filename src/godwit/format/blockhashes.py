@@ -33,7 +33,8 @@ RUN = struct.Struct("<QI")  # v2: first block, digests in the run
 DIGEST = 16
 VERSION = 2
 MAX_RUN = 1 << 16  # digests a writer holds before it ends a run (1 MiB)
-_IO = 1 << 20
+_IO = 1 << 20  # bytes read at once
+_WRITE_BUF = 256 << 10
 _SCAN = 4096  # digests compared at once when looking for the end of a hole
 
 
@@ -103,7 +104,7 @@ class Writer:
         self._run = bytearray()
         self._hash = xxhash.xxh3_128()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.tmp, "wb", buffering=_IO)  # noqa: SIM115 (closed by finish, abort or the finalizer)
+        self._f = open(self.tmp, "wb", buffering=_WRITE_BUF)  # noqa: SIM115 (closed by finish, abort or the finalizer)
         self._closer = weakref.finalize(self, self._f.close)
         self._emit(HEAD.pack(MAGIC, VERSION, ALGORITHM_CODES[algorithm], block_size, size))
         self.stored = 0  # digests written (the rest are holes)
