@@ -14,11 +14,12 @@ import xxhash
 from godwit.engine import lifecycle as replication
 from godwit.engine.inventory import add_server
 from godwit.engine.mover import apply_server
+from godwit.engine.reader import load_manifest
 from godwit.format import blockhashes
 from godwit.migrate import migration
 from godwit.project.project import Project
 from godwit.state import hashstore
-from tests.helpers import make_raw, write_at
+from tests.helpers import Replayer, make_raw, write_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import bigdisk
@@ -94,3 +95,58 @@ def test_a_2_tib_sparse_disk_costs_state_and_memory_for_its_data(tmp_path: Path)
     assert r["hash_files"] == 2
     assert isinstance(r["state_bytes"], int) and isinstance(r["hashes_of_data"], int)
     assert r["state_bytes"] <= 4 * r["hashes_of_data"], r
+
+
+def test_a_resumed_cycle_writes_the_journaled_digests_even_where_the_disk_is_a_hole_now(
+        project: Project, tmp_path: Path) -> None:
+    """docs/architecture.md, "A cycle", step 4, through the streamed hash file: blocks sent before
+    the crash keep their journaled digests (here a 5 MiB stretch that became a hole, so it is one
+    task that is not read, and a block rewritten after the crash), so the next cycle sends them."""
+    import os
+
+    from godwit.engine.cycle import CycleRunner
+
+    mib = 1 << 20
+    img = tmp_path / "d.raw"
+    with open(img, "wb") as f:
+        f.truncate(16 * mib)
+        f.seek(8 * mib)
+        f.write(os.urandom(6 * mib))
+    add_server(project, "s", [str(img)])
+    replication.start(project, "s")
+    write_at(img, 8 * mib, os.urandom(6 * mib))  # cycle 2 sends all of [8, 14) MiB ...
+    view2 = img.read_bytes()
+    orig = CycleRunner._commit
+
+    def die(*_a: object, **_k: object) -> None:
+        raise SystemExit("killed in _commit")
+
+    CycleRunner._commit = die  # type: ignore[method-assign]
+    try:
+        with pytest.raises(SystemExit):
+            replication.cycle(project, "s")  # ... journals it, and dies
+    finally:
+        CycleRunner._commit = orig  # type: ignore[method-assign]
+    fd = os.open(img, os.O_RDWR)
+    try:
+        os.truncate(img, 8 * mib)  # [8, 13) MiB becomes a hole, [13, 14) MiB is rewritten
+        os.truncate(img, 16 * mib)
+        os.pwrite(fd, view2[13 * mib:14 * mib], 13 * mib)
+        os.pwrite(fd, b"after the crash", 13 * mib + 4096)
+    finally:
+        os.close(fd)
+    res = replication.cycle(project, "s")
+    assert res.resumed and res.number == 2 and res.packs_uploaded == 0
+    disk = project.db.disks(project.db.server("s").id)[0]
+    bs = project.config.replication.block_size
+    _, digests = blockhashes.read(hashstore.path(project.hashes_dir, disk.uid, 2), "xxh3-128", bs)
+    assert bytes(digests) == b"".join(xxhash.xxh3_128_digest(view2[i:i + bs]) for i in range(0, len(view2), bs))
+    replay = Replayer(project, "s")
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == view2, "the resumed cycle carries what was journaled"
+    res = replication.cycle(project, "s")
+    assert res.bytes_changed == bs  # the block rewritten after the crash
+    m = load_manifest(project.store, project.db.server("s").uid, 3)
+    assert m.disks[0].zeros == [(8 * mib, 5 * mib)]  # the stretch that became a hole
+    replay.catch_up()
+    assert bytes(replay.disks[0]) == img.read_bytes()
