@@ -139,6 +139,8 @@ class Writer:
         n = len(digests) // DIGEST
         if first != self.next or len(digests) % DIGEST or first + n > self.count:
             raise ValueError(f"block-hash window {first}+{n} does not follow block {self.next} of {self.count}")
+        if not n:
+            return
         plain = n - 1 if first + n == self.count and self.tail_zero != self.zero else n
         for a, b in nonzero_runs(digests, self.zero, 0, plain):
             self._keep(first, digests, a, b)
@@ -194,7 +196,7 @@ class Reader:
         self._buf_at = 0
         self._next_run = HEAD.size  # file offset of the next run header (v2)
         self._cur: tuple[int, int, int] | None = None  # (first block, end block, offset of its digests)
-        self._advance()
+        self._started = False  # the first run header is read by the first window (no I/O here)
 
     def close(self) -> None:
         self._closer()
@@ -235,6 +237,9 @@ class Reader:
         if first < self._last:
             raise ValueError(f"window at block {first} goes back (the last ended at {self._last})")
         self._last = end
+        if not self._started:
+            self._started = True
+            self._advance()
         parts: list[bytes] = []
         pos = first
         while pos < end:
