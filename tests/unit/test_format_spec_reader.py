@@ -7,6 +7,8 @@ and must get the source bytes back; it also checks every rule the spec promises 
 The golden fixture ``tests/fixtures/format-v1/`` is a store (and its block-hash files) written once
 by godwit 0.1.0. The current decoder must keep reading it. Never regenerate it: add a new fixture
 for a new format version instead (``python -m tests.unit.test_format_spec_reader DEST``).
+``tests/fixtures/blockhashes-v2/`` holds the same block-hash files in version 2 (godwit 0.2), which
+both readers must read to the same digests.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import pytest
 import xxhash
 import zstandard
 
+from godwit.errors import CorruptObjectError
+
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "format-v1"
+FIXTURE_V2 = Path(__file__).resolve().parents[1] / "fixtures" / "blockhashes-v2"  # block-hash files only
 
 # -- the independent reader: docs/format.md, and nothing else ---------------------------------
 
@@ -36,6 +41,7 @@ PACK_ENTRY = struct.Struct("<HBBIQQQ16s")  # disk, codec, flags, stored, offset,
 PACK_TRAILER = struct.Struct("<IQ4s")  # count, xxh3-64 of the index, "GWPX"
 MANIFEST_HEADER = b"GWMF\x01\x00\x00\x00"
 BLOCKHASH_HEAD = struct.Struct("<4sBBxxIQ")  # "GWBH", version, algorithm, block size, disk size
+BLOCKHASH_RUN = struct.Struct("<QI")  # version 2: first block, number of digests
 ALGORITHMS = {1: "xxh3-128", 2: "blake3"}
 
 
@@ -215,14 +221,45 @@ def check_rules(reader: SpecReader, server_uid: str, cycle: int) -> None:
             assert (p, e.pos) in used, "every index entry of a committed pack is in the manifest"
 
 
+def _zero_digest(algorithm: str, n: int) -> bytes:
+    zeros = bytes(n)
+    return xxhash.xxh3_128_digest(zeros) if algorithm == "xxh3-128" else blake3.blake3(zeros).digest(16)
+
+
 def read_blockhashes(path: Path) -> tuple[str, int, int, list[bytes]]:
+    """A block-hash file of version 1 (dense) or 2 (runs; blocks in no run are holes)."""
     data = path.read_bytes()
-    magic, version, algorithm, bs, size = BLOCKHASH_HEAD.unpack_from(data)
-    assert magic == b"GWBH" and version == 1 and data[6:8] == b"\x00\x00"
-    assert xxhash.xxh3_128_digest(data[:-16]) == data[-16:]
+    if len(data) < BLOCKHASH_HEAD.size + 16:
+        raise SpecError("block-hash file truncated")
+    magic, version, code, bs, size = BLOCKHASH_HEAD.unpack_from(data)
+    if magic != b"GWBH" or version not in (1, 2) or data[6:8] != b"\x00\x00":
+        raise SpecError("not a block-hash file of version 1 or 2")
+    if xxhash.xxh3_128_digest(data[:-16]) != data[-16:]:
+        raise SpecError("block-hash trailer mismatch")
+    algorithm = ALGORITHMS[code]
+    count = -(-size // bs)
     body = data[BLOCKHASH_HEAD.size:-16]
-    assert len(body) == -(-size // bs) * 16
-    return ALGORITHMS[algorithm], bs, size, [body[i:i + 16] for i in range(0, len(body), 16)]
+    if version == 1:
+        if len(body) != count * 16:
+            raise SpecError("block-hash file has the wrong number of digests")
+        return algorithm, bs, size, [body[i:i + 16] for i in range(0, len(body), 16)]
+    digests: list[bytes | None] = [None] * count
+    pos, low = 0, 0
+    while pos < len(body):
+        if pos + BLOCKHASH_RUN.size > len(body):
+            raise SpecError("block-hash run header cut off")
+        first, n = BLOCKHASH_RUN.unpack_from(body, pos)
+        pos += BLOCKHASH_RUN.size
+        if n < 1 or first < low or first + n > count or pos + 16 * n > len(body):
+            raise SpecError("block-hash run out of order, past the disk or past the body")
+        for i in range(n):
+            digests[first + i] = body[pos + 16 * i:pos + 16 * (i + 1)]
+        pos += 16 * n
+        low = first + n
+    full = _zero_digest(algorithm, bs)
+    last = _zero_digest(algorithm, size - (count - 1) * bs) if count else full
+    return algorithm, bs, size, [d if d is not None else (last if i == count - 1 else full)
+                                 for i, d in enumerate(digests)]
 
 
 def block_digests(disk: bytes, algorithm: str, bs: int) -> list[bytes]:
@@ -331,6 +368,7 @@ def test_spec_reader_reconstructs_every_cycle(tmp_path: Path, block_size_kib: in
         assert got == dict(enumerate(disks)), f"cycle {cycle} does not reconstruct the source"
         for idx, uid in enumerate(sample.disk_uids):
             hashes = sample.root / "state" / "hashes" / uid / f"{cycle:010d}.bin"
+            assert hashes.read_bytes()[4] == 2, "godwit writes block-hash files of version 2"
             algorithm, bs, size, digests = read_blockhashes(hashes)
             assert (algorithm, bs, size) == (hash_name, block_size_kib * 1024, len(disks[idx]))
             assert digests == block_digests(disks[idx], algorithm, bs)
@@ -406,6 +444,8 @@ def test_format_v1_fixture_reads_with_the_spec_reader() -> None:
     uid = exp["server_uid"]
     cycles = exp["cycles"]
     assert isinstance(uid, str) and isinstance(cycles, list)
+    disk_uids = exp["disk_uids"]
+    assert isinstance(disk_uids, list)
     reader = SpecReader(FIXTURE / "store")
     assert reader.store_config()["id"] == exp["store_id"]
     assert reader.cycles(uid) == [c["cycle"] for c in cycles]
@@ -414,6 +454,68 @@ def test_format_v1_fixture_reads_with_the_spec_reader() -> None:
         got = reader.reconstruct(uid, c["cycle"])
         assert [{"index": i, "size": len(b), "blake3": blake3.blake3(b).hexdigest()}
                 for i, b in sorted(got.items())] == c["disks"]
+        for idx, disk_uid in enumerate(disk_uids):  # block-hash files of version 1
+            path = FIXTURE / "hashes" / disk_uid / f"{c['cycle']:010d}.bin"
+            assert path.read_bytes()[4] == 1
+            algorithm, bs, size, digests = read_blockhashes(path)
+            assert (algorithm, bs, size) == (exp["hash"], exp["block_size"], len(got[idx]))
+            assert digests == block_digests(got[idx], algorithm, bs)
+
+
+def test_spec_reader_reads_and_refuses_block_hash_files_of_version_2(tmp_path: Path) -> None:
+    """Holes left out, a partial last block that is a hole, runs longer than the writer's limit;
+    and every damage the spec names is refused."""
+    from godwit.format import blockhashes
+
+    bs = 4096
+    size = bs * 70_000 + 100  # more blocks than one run of the writer holds
+    rng = random.Random(7)
+    hole, last_hole = _zero_digest("blake3", bs), _zero_digest("blake3", 100)
+    digests = [hole] * 70_000 + [last_hole]
+    for i in [3, *range(5, 69_000)]:  # data blocks (their digests: any value but a hole's)
+        digests[i] = rng.randbytes(16)
+    path = tmp_path / "h.bin"
+    blockhashes.write(path, "blake3", bs, size, b"".join(digests))
+    data = path.read_bytes()
+    assert data[4] == 2 and len(data) < 16 * len(digests), "holes cost nothing"
+    assert read_blockhashes(path) == ("blake3", bs, size, digests)
+    head = BLOCKHASH_HEAD.size
+
+    def sealed(b: bytes) -> bytes:
+        return b + xxhash.xxh3_128_digest(b)
+
+    damaged = {
+        "trailer": data[:-1] + bytes([data[-1] ^ 1]),
+        "truncated": data[:-40],
+        "out of order": sealed(data[:head] + BLOCKHASH_RUN.pack(10, 1) + bytes(16)
+                               + BLOCKHASH_RUN.pack(9, 1) + bytes(16)),
+        "past the disk": sealed(data[:head] + BLOCKHASH_RUN.pack(70_001, 1) + bytes(16)),
+        "cut off": sealed(data[:head] + b"\x00" * 5),
+    }
+    for what, raw in damaged.items():
+        path.write_bytes(raw)
+        with pytest.raises(SpecError):
+            read_blockhashes(path)
+        with pytest.raises(CorruptObjectError):  # and godwit's own reader agrees
+            blockhashes.read(path, "blake3", bs)
+        assert what
+
+
+def test_blockhashes_v2_fixture_reads_with_both_readers() -> None:
+    """Golden v2 files hold the same digests as their v1 twins, for the spec reader and godwit."""
+    from godwit.format import blockhashes
+
+    exp = _fixture_expected()
+    cycles, disk_uids = exp["cycles"], exp["disk_uids"]
+    assert isinstance(cycles, list) and isinstance(disk_uids, list)
+    for c in cycles:
+        for disk_uid in disk_uids:
+            name = f"{c['cycle']:010d}.bin"
+            v1, v2 = FIXTURE / "hashes" / disk_uid / name, FIXTURE_V2 / disk_uid / name
+            assert v2.read_bytes()[4] == 2 and v2.stat().st_size < v1.stat().st_size
+            assert read_blockhashes(v2) == read_blockhashes(v1)
+            assert blockhashes.read(v2, exp["hash"], exp["block_size"]) == blockhashes.read(
+                v1, exp["hash"], exp["block_size"])
 
 
 def write_fixture(dest: Path, work: Path) -> None:

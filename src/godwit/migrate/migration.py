@@ -270,11 +270,11 @@ def verify(project: Project, name: str, recovery_point: str = "latest") -> Verif
     with server_lock(project.state_dir, name, "apply"):
         rp = _pick(project, server, recovery_point)
         for d in project.db.disks(server.id):
-            loaded = hashstore.load(project.hashes_dir, d.uid, rp.number, cfg.hash, bs)
-            if loaded is None:
+            expected = hashstore.open_digests(project.hashes_dir, d.uid, rp.number, cfg.hash, bs)
+            if expected is None:
                 raise NotFoundError(f"block hashes of recovery point {rp.number} (disk {d.idx}) are missing",
                                     hint="they are kept for live recovery points only")
-            size, expected = loaded
+            size = expected.size
             replica = project.replica(server, d)
             mismatches: list[tuple[int, int]] = []
             try:
@@ -284,9 +284,10 @@ def verify(project: Project, name: str, recovery_point: str = "latest") -> Verif
                     step = 64 * bs
                     for off in range(0, min(size, reader.size), step):
                         data = memoryview(reader.read(off, min(step, min(size, reader.size) - off)))
+                        want = expected.window(off // bs, -(-(off + len(data)) // bs))  # in disk order
                         for i in range(0, len(data), bs):
-                            b = (off + i) // bs
-                            if digest(data[i:i + bs]) != expected[b * DIGEST:(b + 1) * DIGEST]:
+                            b = i // bs
+                            if digest(data[i:i + bs]) != want[b * DIGEST:(b + 1) * DIGEST]:
                                 n = min(bs, len(data) - i)
                                 if mismatches and mismatches[-1][0] + mismatches[-1][1] == off + i:
                                     mismatches[-1] = (mismatches[-1][0], mismatches[-1][1] + n)
@@ -294,6 +295,7 @@ def verify(project: Project, name: str, recovery_point: str = "latest") -> Verif
                                     mismatches.append((off + i, n))
             finally:
                 replica.close()
+                expected.close()
             report_disks.append({"index": d.idx, "size": size, "mismatches": mismatches})
     report = VerifyReport(name, rp.number, report_disks)
     if not report.ok:

@@ -13,29 +13,52 @@ def path(hashes_dir: Path, disk_uid: str, cycle: int) -> Path:
     return hashes_dir / disk_uid / f"{cycle:010d}.bin"
 
 
-def load(hashes_dir: Path, disk_uid: str, cycle: int, algorithm: str, block_size: int
-         ) -> tuple[int, bytearray] | None:
-    """The digests of a disk as of ``cycle``, or None when they are missing or unusable."""
-    p = path(hashes_dir, disk_uid, cycle)
-    if not p.exists():
-        return None
+def open_digests(hashes_dir: Path, disk_uid: str, cycle: int, algorithm: str, block_size: int
+                 ) -> blockhashes.Reader | None:
+    """The digests of a disk as of ``cycle``, verified and open for reading in windows, or None
+    when they are missing or unusable (damaged, other settings)."""
     try:
-        return blockhashes.read(p, algorithm, block_size)
-    except CorruptObjectError:
+        return blockhashes.open_reader(path(hashes_dir, disk_uid, cycle), algorithm, block_size)
+    except (FileNotFoundError, CorruptObjectError):
         return None
+
+
+def writer(hashes_dir: Path, disk_uid: str, cycle: int, algorithm: str, block_size: int, size: int
+           ) -> blockhashes.Writer:
+    """This cycle's file, written as ``<cycle>.tmp`` until the commit publishes it."""
+    return blockhashes.Writer(path(hashes_dir, disk_uid, cycle), algorithm, block_size, size)
+
+
+def _numbered(hashes_dir: Path, disk_uid: str) -> list[tuple[int, Path]]:
+    d = hashes_dir / disk_uid
+    if not d.is_dir():
+        return []
+    out = []
+    for f in [*d.glob("*.bin"), *d.glob("*.tmp")]:  # an old .tmp is a write that died
+        try:
+            out.append((int(f.stem), f))
+        except ValueError:
+            continue
+    return out
 
 
 def prune(hashes_dir: Path, disk_uid: str, keep_from: int) -> None:
-    """Delete the files of cycles before ``keep_from``."""
-    d = hashes_dir / disk_uid
-    if not d.is_dir():
-        return
-    for f in [*d.glob("*.bin"), *d.glob("*.tmp")]:  # an old .tmp is a write that died
-        try:
-            n = int(f.stem)
-        except ValueError:
-            continue
+    """Delete the files of cycles before ``keep_from`` (the mover: below its oldest live point)."""
+    for n, f in _numbered(hashes_dir, disk_uid):
         if n < keep_from:  # a live .tmp belongs to a cycle at or after keep_from: leave it
+            f.unlink(missing_ok=True)
+
+
+def retain(hashes_dir: Path, disk_uid: str, latest: int, keep: set[int]) -> None:
+    """After cycle ``latest`` committed: keep its file and those of ``keep`` (the live recovery points
+    and the cycles still to be applied, which verify and resync read); delete every other file
+    of an earlier cycle (cycles a resync discarded, applied cycles whose point is released) and
+    every ``.tmp`` (a write that died: ``latest``'s own is published by now).
+
+    The caller holds the server's cycle lock, so no other write of this disk's files is under way.
+    """
+    for n, f in _numbered(hashes_dir, disk_uid):
+        if f.suffix == ".tmp" or (n < latest and n not in keep):
             f.unlink(missing_ok=True)
 
 

@@ -3,13 +3,14 @@ resume journal's blocks that are already sent."""
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from godwit.engine.cycle.work import DIGEST, DiskWork
+from godwit.engine.cycle.work import DIGEST, BaseDigests, DiskWork
 from godwit.errors import CorruptObjectError, GodwitError
-from godwit.format import blockhashes, journal, manifest
+from godwit.format import journal, manifest
 from godwit.sources import DiskSource
 from godwit.state import hashstore
 from godwit.state.cycles import JournalRow
@@ -88,40 +89,41 @@ def readable(runs: Iterable[Run], w: DiskWork, bs: int) -> Iterator[Run]:
 
 
 def load_base(hashes_dir: Path, disk: Disk, parent: int, algorithm: str, bs: int, size: int,
-              warnings: list[str]) -> tuple[bytes | None, int, int, list[tuple[int, int]]]:
-    """(base digests or None, previous size, usable base blocks, forced block ranges) of a disk."""
-    loaded = hashstore.load(hashes_dir, disk.uid, parent, algorithm, bs)
-    if loaded is None:
+              warnings: list[str]) -> tuple[BaseDigests | None, int, int, list[tuple[int, int]]]:
+    """(base digests or None, previous size, usable base blocks, forced block ranges) of a disk.
+
+    The base file is verified here and read later in windows, never whole.
+    """
+    reader = hashstore.open_digests(hashes_dir, disk.uid, parent, algorithm, bs)
+    if reader is None:
         warnings.append(f"disk {disk.idx}: block hashes of cycle {parent} are missing or made with "
                         "other settings; this cycle resends the whole disk")
         return None, disk.size, 0, []
-    previous_size, digests = loaded
+    previous_size = reader.size
     forced_doc = hashstore.load_forced(hashes_dir, disk.uid)
     if forced_doc and forced_doc.get("all"):
+        reader.close()
         warnings.append(f"disk {disk.idx}: resync asked for the whole disk; this cycle resends it")
         return None, previous_size, 0, []
-    have = len(digests) // DIGEST
+    have = reader.count
     forced: list[tuple[int, int]] = []
     for off, n in (forced_doc or {}).get("ranges", []):
-        # A digest no block has: these blocks count as changed.
+        # These blocks count as changed (BaseDigests gives them a digest no block has).
         lo, hi = off // bs, min(-(-(off + n) // bs), have)
         if hi > lo:
-            digests[lo * DIGEST:hi * DIGEST] = b"\xff" * (DIGEST * (hi - lo))
             forced.append((lo, hi))
     # The old last block, when partial, was hashed short: it describes the block only at that size.
     usable = have if size == previous_size else min(have, previous_size // bs)
-    return bytes(digests), previous_size, usable, forced
+    return BaseDigests(reader, forced), previous_size, usable, forced
 
 
 def tracked(disk: Disk) -> TrackedDisk:
     return TrackedDisk(disk.uid, disk.idx, Path(disk.spec))
 
 
-def new_work(disk: Disk, source: DiskSource, parent: int | None, base: bytes | None, previous_size: int,
+def new_work(disk: Disk, source: DiskSource, parent: int | None, base: BaseDigests | None, previous_size: int,
              base_blocks: int, forced: list[tuple[int, int]], bs: int) -> DiskWork:
-    size = source.size
-    return DiskWork(disk, tracked(disk), source, size, previous_size, base,
-                    bytearray(blockhashes.block_count(size, bs) * DIGEST),
+    return DiskWork(disk, tracked(disk), source, source.size, previous_size, base,
                     base_cycle=parent if base is not None else None, base_blocks=base_blocks, forced=forced)
 
 
@@ -154,15 +156,16 @@ def apply_journal(rows: list[JournalRow], works: list[DiskWork], bs: int, cycle:
                                          hint=f"run `godwit replicate resync {server}`")
             if w is None or end > w.size or (end % bs and end != w.size):
                 continue
-            if w.skip is None:
-                w.skip = bytearray(len(w.new) // DIGEST)
-            first = e.offset // bs
-            n = len(je.digests) // DIGEST
-            w.skip[first:first + n] = b"\x01" * n
-            w.new[first * DIGEST:(first + n) * DIGEST] = je.digests
+            w.journaled.append((e.offset // bs, je.digests))
             w.extents.append(manifest.Extent(e.offset, e.length, row.pack_id, e.pos, e.stored, e.codec,
                                              e.checksum))
             w.bytes_changed += e.length
             took = True
         used += took
+    for w in works:
+        w.journaled.sort(key=lambda p: p[0])
+        for (f0, d0), (f1, _) in itertools.pairwise(w.journaled):
+            if f0 + len(d0) // DIGEST > f1:  # a block sent twice in one cycle: not a journal godwit wrote
+                raise CorruptObjectError(f"resume journal of cycle {cycle} sends block {f1} of disk "
+                                         f"{w.disk.idx} twice", hint=f"run `godwit replicate resync {server}`")
     return used

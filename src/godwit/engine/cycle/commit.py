@@ -1,5 +1,8 @@
 """Committing a cycle: block-hash files, then the manifest (a conditional create), then the state.
 
+The hash files are written by the pipeline as it goes (``<cycle>.tmp``) and published here; once
+the state says committed, hash files that no resume, verify or resync can need are deleted.
+
 A cycle without a manifest does not exist. If the process dies between the manifest's put and
 the state update, the next run finds the manifest and only finishes the bookkeeping.
 """
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from godwit.engine.cycle.work import DiskWork
 from godwit.errors import CorruptObjectError, ObjectExistsError, ObjectMissingError
-from godwit.format import blockhashes, manifest
+from godwit.format import manifest
 from godwit.format.keys import manifest_key
 from godwit.state import cycles, hashstore
 from godwit.state.db import Cycle, Server, StateDB
@@ -45,8 +48,11 @@ def build_manifest(server: Server, cyc: Cycle, works: list[DiskWork], *, parent:
 
 
 def write_hashes(hashes_dir: Path, works: list[DiskWork], cycle: int, algorithm: str, bs: int) -> None:
+    """Publish every disk's hash file, which the pipeline wrote (and fsynced) window by window."""
     for w in works:
-        blockhashes.write(hashstore.path(hashes_dir, w.disk.uid, cycle), algorithm, bs, w.size, w.new)
+        if w.new is None or w.new.path != hashstore.path(hashes_dir, w.disk.uid, cycle):
+            raise ValueError(f"disk {w.disk.idx}: the pipeline wrote no block-hash file for cycle {cycle}")
+        w.new.publish()
 
 
 def put_manifest(store: ObjectStore, server: Server, m: manifest.Manifest) -> str:
@@ -79,8 +85,12 @@ def mark_committed(db: StateDB, hashes_dir: Path, server: Server, cyc: Cycle, m:
     key = manifest_key(server.uid, cyc.number)
     cycles.mark_committed(db, cyc.id, server.id, manifest_key=key, consistency=m.consistency,
                           disk_sizes={d.index: d.size for d in m.disks}, stats=stats)
+    # Cycles first, then points: a cycle the mover applies in between is in one list or the other.
+    keep = {c.number for c in db.cycles(server.id, ("committed",))}
+    keep |= {rp.number for rp in db.recovery_points(server.id)}
     for disk in db.disks(server.id):  # a resync's forced ranges are in this cycle now
         hashstore.clear_forced(hashes_dir, disk.uid)
+        hashstore.retain(hashes_dir, disk.uid, cyc.number, keep)
     log.info("%s cycle %d committed: %s", server.name, cyc.number, key)
     db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
              server=server.name, cycle=cyc.number)

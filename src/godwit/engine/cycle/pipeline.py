@@ -5,6 +5,10 @@ pool reads, hashes and compresses them (pread, xxhash, blake3 and zstd release t
 calling thread takes results in order and hands them to the packer. CHANGED runs are read and
 hashed, ZERO runs get the known zero digests, UNCHANGED runs get the base's digests (never read).
 A block is sent when its digest differs from the base's.
+
+Block digests stream: each task takes its window of the base digests (and of the journaled
+blocks) as it is planned, in disk order, and its new digests go to the disk's hash-file writer
+as its result is taken. Memory is bounded by the tasks in flight, whatever the disk's size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import zstandard
 
@@ -23,14 +29,26 @@ from godwit.engine.cycle.changes import Run, block_runs, readable
 from godwit.engine.cycle.packer import Packer
 from godwit.engine.cycle.stats import ProgressFn
 from godwit.engine.cycle.work import CHUNK, DIGEST, HOLE_PIECE, ChunkResult, DiskWork
+from godwit.format.blockhashes import nonzero_runs
 from godwit.format.hashing import Digest, extent_checksum
 from godwit.format.pack import CODEC_RAW, CODEC_ZSTD
+from godwit.state import hashstore
 from godwit.trackers import ChangeTracker, Kind
 
 SAMPLE = 64 << 10  # compressibility sample
 SAMPLE_FROM = 256 << 10  # extents at least this long are sampled before being compressed
 
 Task = tuple[DiskWork, int, int, list[Run]]
+Journaled = list[tuple[int, bytes]]  # (first block, digests) of journaled blocks inside one task
+
+
+@dataclass(frozen=True)
+class HashTarget:
+    """Where this cycle's block-hash files go."""
+
+    hashes_dir: Path
+    cycle: int
+    algorithm: str
 
 
 class _Worker:
@@ -42,8 +60,9 @@ class _Worker:
 
 class Pipeline:
     def __init__(self, *, tracker: ChangeTracker, bs: int, digest: Digest,
-                 compression_level: int, workers: int, progress: ProgressFn | None) -> None:
+                 compression_level: int, workers: int, progress: ProgressFn | None, hashes: HashTarget) -> None:
         self.tracker = tracker
+        self.hashes = hashes
         self.bs = bs
         self.digest = digest
         self.zero_digest = digest(bytes(bs))
@@ -54,16 +73,40 @@ class Pipeline:
         self.t_read = self.t_cpu = 0.0
 
     def run(self, works: list[DiskWork], packer: Packer) -> None:
-        """Read every task, in order into the packer; returns when every pack is stored."""
+        """Read every task, in order into the packer; returns when every pack is stored and every
+        disk's new hash file is written (not yet published: the commit does that)."""
         # Read buffers travel with their chunk's result until its extents are copied into a pack.
         self._read_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.workers * 2 + 1):
             self._read_bufs.put(mmap.mmap(-1, CHUNK))
+        h = self.hashes
+        try:
+            for w in works:
+                w.new = hashstore.writer(h.hashes_dir, w.disk.uid, h.cycle, h.algorithm, self.bs, w.size)
+            self._run(works, packer)
+            for w in works:
+                assert w.new is not None
+                w.new.finish()
+        except BaseException:
+            for w in works:
+                if w.new is not None:
+                    w.new.abort()
+            raise
+        finally:
+            for w in works:
+                if w.base is not None:
+                    w.base.close()
+
+    def _run(self, works: list[DiskWork], packer: Packer) -> None:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="godwit-read") as rpool:
             inflight: deque[Future[ChunkResult]] = deque()
+            jpos = {id(w): 0 for w in works}
             try:
-                for task in self.tasks(works):
-                    inflight.append(rpool.submit(self._process, *task))
+                for w, off, n, runs in self.tasks(works):
+                    first, end = off // self.bs, -(-(off + n) // self.bs)
+                    base = w.base.window(first, end) if w.base is not None else None
+                    jn, jpos[id(w)] = _journaled(w.journaled, jpos[id(w)], first, end)
+                    inflight.append(rpool.submit(self._process, w, off, n, runs, base, jn))
                     while len(inflight) >= self.workers * 2:
                         self._take(inflight.popleft().result(), packer)
                 while inflight:
@@ -127,16 +170,17 @@ class Pipeline:
             return chunk, CODEC_RAW
         return blob, CODEC_ZSTD
 
-    def _process(self, w: DiskWork, offset: int, length: int, runs: list[Run]) -> ChunkResult:
+    def _process(self, w: DiskWork, offset: int, length: int, runs: list[Run], base: bytes | None,
+                 jn: Journaled) -> ChunkResult:
         buf = self._read_bufs.get() if any(k == Kind.CHANGED for _, _, k in runs) else None
         try:
-            return self._process_in(w, offset, length, runs, buf)
+            return self._process_in(w, offset, length, runs, base, jn, buf)
         except BaseException:
             if buf is not None:
                 self._read_bufs.put(buf)
             raise
 
-    def _digests(self, w: DiskWork, offset: int, subruns: list[Run], mv: memoryview | None
+    def _digests(self, w: DiskWork, offset: int, subruns: list[Run], mv: memoryview | None, base: bytes | None
                  ) -> tuple[bytes, int, float]:
         """The task's block digests, the bytes read and the seconds spent reading."""
         bs = self.bs
@@ -153,9 +197,11 @@ class Pipeline:
                 bytes_read += slen
                 parts.append(b"".join([self.digest(smv[i:i + bs]) for i in range(0, slen, bs)]))
             elif kind == Kind.UNCHANGED:  # the base's digests, carried forward (readable() checked them)
-                assert w.base is not None
-                g = soff // bs
-                parts.append(w.base[g * DIGEST:(g - (-slen // bs)) * DIGEST])
+                assert base is not None
+                g = (soff - offset) // bs
+                part = base[g * DIGEST:(g - (-slen // bs)) * DIGEST]
+                assert len(part) == -(-slen // bs) * DIGEST
+                parts.append(part)
             else:  # a hole reads as zeros: its digests are known without reading
                 nb = -(-slen // bs)
                 stail = slen - (nb - 1) * bs
@@ -163,36 +209,26 @@ class Pipeline:
                              + (self.zero_digest if stail == bs else self.digest(bytes(stail))))
         return b"".join(parts), bytes_read, t_read
 
-    def _process_in(self, w: DiskWork, offset: int, length: int, subruns: list[Run],
-                    buf: mmap.mmap | None) -> ChunkResult:
+    def _process_in(self, w: DiskWork, offset: int, length: int, subruns: list[Run], base: bytes | None,
+                    jn: Journaled, buf: mmap.mmap | None) -> ChunkResult:
+        """``base``: the base digests of the task's blocks (shorter past the base's end, None
+        without a base); ``jn``: its journaled blocks, which are not sent again."""
         bs = self.bs
         first = offset // bs
         nblocks = -(-length // bs)
         t1 = time.perf_counter()
         mv = memoryview(buf)[:length] if buf is not None else None
-        digests, bytes_read, t_read = self._digests(w, offset, subruns, mv)
+        digests, bytes_read, t_read = self._digests(w, offset, subruns, mv, base)
         tail = length - (nblocks - 1) * bs  # bytes in the last block of this task
         tail_zero = self.zero_digest if tail == bs else self.digest(bytes(tail))
-        base = w.base
-        lo, hi = first * DIGEST, (first + nblocks) * DIGEST
-        skip = w.skip
-        unchanged = base is not None and len(base) >= hi and base[lo:hi] == digests
+        unchanged = base is not None and base == digests
         data: list[tuple[int, int, bytes | memoryview, int, bytes]] = []
         zeros: list[tuple[int, int]] = []
         if not unchanged:
-            runs: list[list[int]] = []  # [first block, end block, is_zero]
-            for b in range(nblocks):
-                g = first + b
-                if skip is not None and skip[g]:
-                    continue
-                d = digests[b * DIGEST:(b + 1) * DIGEST]
-                if base is not None and len(base) >= (g + 1) * DIGEST and base[g * DIGEST:(g + 1) * DIGEST] == d:
-                    continue
-                z = 1 if d == (tail_zero if b == nblocks - 1 else self.zero_digest) else 0
-                if runs and runs[-1][1] == b and runs[-1][2] == z:
-                    runs[-1][1] = b + 1
-                else:
-                    runs.append([b, b + 1, z])
+            if mv is None:  # nothing read: every block reads as zeros or as the base
+                runs = self._unread_changes(digests, base, nblocks, tail_zero, first, jn)
+            else:
+                runs = self._changes(digests, base, nblocks, tail_zero, first, jn)
             for rb, re_, z in runs:
                 a, e = rb * bs, min(re_ * bs, length)
                 if z:
@@ -202,23 +238,68 @@ class Pipeline:
                 chunk = mv[a:e]
                 blob, codec = self._compress(chunk)
                 data.append((offset + a, e - a, blob, codec, extent_checksum(chunk)))
+        if jn:  # the new hash file holds the journaled digests (the bytes that were sent)
+            out = bytearray(digests)
+            for f, d in jn:
+                out[(f - first) * DIGEST:(f - first) * DIGEST + len(d)] = d
+            digests = bytes(out)
         t_cpu = time.perf_counter() - t1 - t_read
         return ChunkResult(w, offset, length, digests, data, zeros, bytes_read, t_read, t_cpu, buf)
+
+    def _changes(self, digests: bytes, base: bytes | None, nblocks: int, tail_zero: bytes, first: int,
+                 jn: Journaled) -> list[list[int]]:
+        """Runs [first block, end block, is_zero] of a read task's blocks to send (one at most
+        CHUNK long: a loop per block is cheap beside the read)."""
+        skip = bytearray(nblocks)
+        for f, d in jn:
+            skip[f - first:f - first + len(d) // DIGEST] = b"\x01" * (len(d) // DIGEST)
+        have = 0 if base is None else len(base) // DIGEST
+        runs: list[list[int]] = []
+        for b in range(nblocks):
+            if skip[b]:
+                continue
+            d = digests[b * DIGEST:(b + 1) * DIGEST]
+            if b < have and base is not None and base[b * DIGEST:(b + 1) * DIGEST] == d:
+                continue
+            z = 1 if d == (tail_zero if b == nblocks - 1 else self.zero_digest) else 0
+            if runs and runs[-1][1] == b and runs[-1][2] == z:
+                runs[-1][1] = b + 1
+            else:
+                runs.append([b, b + 1, z])
+        return runs
+
+    def _unread_changes(self, digests: bytes, base: bytes | None, nblocks: int, tail_zero: bytes, first: int,
+                        jn: Journaled) -> list[list[int]]:
+        """The zero runs to send of a task that was not read (up to HOLE_PIECE long), found by
+        runs rather than block by block: its blocks are ZERO (a zero digest) or UNCHANGED (the
+        base's own), so they can differ from the base only where the base is not a zero block."""
+        have = 0 if base is None else min(len(base) // DIGEST, nblocks)
+        diff: list[tuple[int, int]] = []
+        if base is not None and have:
+            last = nblocks - 1 if tail_zero != self.zero_digest else nblocks  # a partial last block: alone
+            for a, b in nonzero_runs(base, self.zero_digest, 0, min(have, last)):
+                diff.extend(_differs(digests, base, a, b))
+            if last < have:
+                diff.extend(_differs(digests, base, last, last + 1))
+        if have < nblocks:
+            diff.append((have, nblocks))  # past the base (or without one): every block is new
+        cuts = sorted((f - first, f - first + len(d) // DIGEST) for f, d in jn)
+        runs: list[list[int]] = []
+        for a, b in diff:
+            for x, y in _subtract(a, b, cuts):
+                if runs and runs[-1][1] == x:
+                    runs[-1][1] = y
+                else:
+                    runs.append([x, y, 1])
+        return runs
 
     def _take(self, r: ChunkResult, packer: Packer) -> None:
         """Fold one chunk's result into the disk's digests and the packer (in order)."""
         self.t_read += r.t_read
         self.t_cpu += r.t_cpu
         w = r.work
-        first = r.offset // self.bs
-        nblocks = len(r.digests) // DIGEST
-        lo = first * DIGEST
-        if w.skip is None:
-            w.new[lo:lo + len(r.digests)] = r.digests
-        else:  # keep the journaled digests of blocks already sent
-            for b in range(nblocks):
-                if not w.skip[first + b]:
-                    w.new[lo + b * DIGEST:lo + (b + 1) * DIGEST] = r.digests[b * DIGEST:(b + 1) * DIGEST]
+        assert w.new is not None
+        w.new.add(r.offset // self.bs, r.digests)
         w.zeros.extend(r.zeros)
         w.bytes_read += r.bytes_read
         try:
@@ -230,3 +311,47 @@ class Pipeline:
         w.done += r.length
         if self.progress is not None:
             self.progress(w.disk.idx, w.done, w.size)
+
+
+def _journaled(pieces: list[tuple[int, bytes]], at: int, first: int, end: int) -> tuple[Journaled, int]:
+    """The journaled digests inside blocks [first, end), from the sorted, disjoint ``pieces``
+    starting at index ``at`` (tasks come in disk order); returns them and the next ``at``."""
+    while at < len(pieces) and pieces[at][0] + len(pieces[at][1]) // DIGEST <= first:
+        at += 1
+    out: Journaled = []
+    i = at
+    while i < len(pieces) and pieces[i][0] < end:
+        f, d = pieces[i]
+        a, b = max(f, first), min(f + len(d) // DIGEST, end)
+        out.append((a, d[(a - f) * DIGEST:(b - f) * DIGEST]))
+        i += 1
+    return out, at
+
+
+def _differs(digests: bytes, base: bytes, a: int, b: int) -> Iterator[tuple[int, int]]:
+    """Runs inside [a, b) where the two digest arrays differ."""
+    if digests[a * DIGEST:b * DIGEST] == base[a * DIGEST:b * DIGEST]:
+        return
+    start = -1
+    for i in range(a, b):
+        same = digests[i * DIGEST:(i + 1) * DIGEST] == base[i * DIGEST:(i + 1) * DIGEST]
+        if not same and start < 0:
+            start = i
+        elif same and start >= 0:
+            yield start, i
+            start = -1
+    if start >= 0:
+        yield start, b
+
+
+def _subtract(a: int, b: int, cuts: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """[a, b) without the sorted, disjoint ``cuts``."""
+    pos = a
+    for x, y in cuts:
+        if y <= pos or x >= b:
+            continue
+        if x > pos:
+            yield pos, x
+        pos = max(pos, y)
+    if pos < b:
+        yield pos, b

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from godwit.engine.cycle import changes, commit
 from godwit.engine.cycle.packer import Packer
-from godwit.engine.cycle.pipeline import Pipeline
+from godwit.engine.cycle.pipeline import HashTarget, Pipeline
 from godwit.engine.cycle.stats import CycleResult, ProgressFn, make_result, stage_stats
 from godwit.engine.cycle.work import DiskWork
 from godwit.errors import GodwitError, SourceError
@@ -169,7 +169,8 @@ class CycleRunner:
         self._held0 = bucket.held_seconds if bucket else 0.0
         rep = self.cfg.replication
         pipeline = Pipeline(tracker=self.tracker, bs=self.bs, digest=block_digest(rep.hash),
-                            compression_level=rep.compression_level, workers=self.workers, progress=self.progress)
+                            compression_level=rep.compression_level, workers=self.workers, progress=self.progress,
+                            hashes=HashTarget(self.project.hashes_dir, cyc.number, rep.hash))
         with ThreadPoolExecutor(rep.upload_concurrency, thread_name_prefix="godwit-upload") as upool:
             packer = Packer(store=self.project.store, db=self.project.db, server_uid=self.server.uid,
                             server_name=self.server.name, cyc=cyc, works=works, bs=self.bs,
