@@ -10,9 +10,10 @@ the channel is in step). ``guest-sync-delimited`` would also reset the agent's p
 :func:`frozen_guest` is the only way godwit freezes: ``guest-fsfreeze-freeze`` with a timeout,
 then the body (the QMP transaction), then ``guest-fsfreeze-thaw`` — always: when the body fails,
 when godwit is interrupted (``finally``), and from a watchdog thread if the body takes longer
-than the timeout. A freeze a killed godwit left is thawed at the next one (``guest-fsfreeze-status``
-says ``frozen``). Any failure of the agent is a warning, never a failed cycle: the view is then
-crash-consistent, as without an agent.
+than the timeout. When the freeze command itself times out, a thaw is queued behind it at once
+and awaited on a thread of its own (the agent answers in order). A freeze a killed godwit left
+is thawed at the next one (``guest-fsfreeze-status`` says ``frozen``). Any failure of the agent
+is a warning, never a failed cycle: the view is then crash-consistent, as without an agent.
 
 The connection runs on an event loop of its own thread, so the watchdog can thaw while the
 caller's thread is blocked in QMP.
@@ -32,6 +33,7 @@ from typing import Any
 from godwit.errors import SourceError
 
 DEFAULT_TIMEOUT = 10.0
+LATE_THAW = 300.0  # how long a thaw queued behind a slow freeze waits for the agent
 
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 log = logging.getLogger("godwit.qga")
@@ -110,9 +112,10 @@ def frozen_guest(path: Path, *, timeout: float, warnings: list[str], what: str) 
                         "this view is crash-consistent")
         log.warning("%s: fsfreeze failed: %s", what, exc.message)
         if agent is not None:
-            if owed:
-                _thaw(agent, warnings, what)
-            agent.close()
+            if owed:  # the freeze may still happen late: a thaw queued behind it undoes it
+                _thaw_late(agent, what)
+            else:
+                agent.close()
         agent = None
     if agent is None:
         yield lambda: False
@@ -132,7 +135,7 @@ def frozen_guest(path: Path, *, timeout: float, warnings: list[str], what: str) 
         timer.cancel()
         timer.join()
         if expired.is_set():
-            warnings.append(f"{what}: the freeze was held longer than {timeout:.0f} s and was thawed by the "
+            warnings.append(f"{what}: the freeze was held longer than {timeout:g} s and was thawed by the "
                             "watchdog; this view is crash-consistent")
         else:
             _thaw(live, warnings, what)
@@ -146,3 +149,19 @@ def _thaw(agent: GuestAgent, warnings: list[str], what: str) -> None:
         warnings.append(f"{what}: guest-fsfreeze-thaw failed ({exc.message}); the next cycle thaws the guest "
                         "if it is still frozen")
         log.error("%s: thaw failed: %s", what, exc.message)
+
+
+def _thaw_late(agent: GuestAgent, what: str) -> None:
+    """Send the thaw now and wait for it on a thread of its own: the agent answers requests in
+    order, so it thaws as soon as the slow freeze returns; the cycle goes on crash-consistent."""
+    def wait() -> None:
+        try:
+            agent.execute("guest-fsfreeze-thaw", timeout=LATE_THAW)
+            log.info("%s: thawed after a slow freeze", what)
+        except SourceError as exc:
+            log.error("%s: the guest did not thaw (%s); the next cycle thaws it if it is still frozen",
+                      what, exc.message)
+        finally:
+            agent.close()
+
+    threading.Thread(target=wait, name="godwit-qga-thaw", daemon=True).start()
