@@ -199,3 +199,24 @@ def test_old_manifests_still_read(project: Project, daemon: QemuDaemon) -> None:
     data = project.store.get(manifest_key(server.uid, 1))
     assert data[4] == 1 and decode(data).consistency == "crash"
     assert commit.stored_manifest(project.store, server, project.db.cycle(server.id, 1)) is not None
+
+
+def test_interrupted_while_freezing_still_thaws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from godwit.sources.qga import GuestAgent, frozen_guest
+
+    agent = FakeGuestAgent(tmp_path / "qga.sock")
+    execute = GuestAgent.execute
+
+    def interrupted(self: GuestAgent, command: str, timeout: float | None = None, **args: Any) -> Any:
+        said = execute(self, command, timeout, **args)
+        if command == "guest-fsfreeze-freeze":
+            raise KeyboardInterrupt  # Ctrl-C right after the guest froze, before the body ran
+        return said
+
+    monkeypatch.setattr(GuestAgent, "execute", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt), frozen_guest(agent.path, timeout=2, warnings=[], what="t"):
+            pytest.fail("the body must not run")
+        assert agent.names()[-2:] == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"] and not agent.frozen
+    finally:
+        agent.close()

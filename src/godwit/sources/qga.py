@@ -117,6 +117,12 @@ def frozen_guest(path: Path, *, timeout: float, warnings: list[str], what: str) 
             else:
                 agent.close()
         agent = None
+    except BaseException:  # interrupted while freezing: thaw before giving up
+        if agent is not None:
+            if owed:
+                _thaw(agent, warnings, what)
+            agent.close()
+        raise
     if agent is None:
         yield lambda: False
         return

@@ -8,7 +8,9 @@ a godwit that died leaves nothing ambiguous):
   killed) whose base is N. There may be several: each attempt adds one.
 
 A cycle with base N freezes (one QMP transaction, see ``sources.live``): add a new
-``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of
+``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. The first ``regions`` of a server's
+cycle plans this for every disk behind the same QMP socket (recovering each one's bitmaps first),
+so that one transaction freezes them all at one instant. It reads the dirty extents of
 ``godwit-c<N>`` from the frozen view, split by ``base:allocation`` into CHANGED and ZERO; the
 rest is UNCHANGED.
 
