@@ -113,9 +113,10 @@ def join(member: LiveSource, group_key: str | None) -> LiveGroup:
     with _lock:
         key = (group_key or f"anon-{next(_serial)}", path)
         group = _groups.setdefault(key, LiveGroup(key))
-        if group.session is None and path in _parked:  # never left lingering: the next cycle takes it
-            group.session = _parked.pop(path)
         group.members.append(member)
+        stale = _parked.pop(path, None) if group.session is None else None
+    if stale is not None:  # kept for a tracker that was never told: it would lock the monitor out
+        stale.close()
     return group
 
 
@@ -137,8 +138,8 @@ def leave(member: LiveSource, group: LiveGroup) -> None:
 
 
 def park(session: QmpSession) -> None:
-    """Keep ``session`` for the next user of its socket (the tracker's commit, right after the
-    disks closed, or the next cycle): one connection per cycle instead of two."""
+    """Keep ``session`` for the tracker's commit right after the disks closed: one connection per
+    cycle instead of two. One that nobody takes is closed by the next ``join`` of its socket."""
     with _lock:
         old = _parked.pop(session.socket_path, None)
         _parked[session.socket_path] = session
