@@ -2,7 +2,9 @@
 QMP monitor to godwit — a live QEMU disk without a VM.
 
 The guest writes through the export ``disk0`` on ``nbd.sock`` with libnbd; godwit's disk spec is
-``daemon.spec``. ``kill()`` is the unclean stop (SIGKILL), ``stop()`` the clean one (SIGTERM).
+``daemon.spec``. With ``disks=N`` the daemon serves N images (nodes and exports ``disk0`` …
+``disk<N-1>``, specs ``daemon.specs``), as one QEMU with several disks. ``kill()`` is the
+unclean stop (SIGKILL), ``stop()`` the clean one (SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,35 +25,48 @@ NODE = "disk0"
 
 class QemuDaemon:
     def __init__(self, folder: Path, *, fmt: str = "qcow2", size: int = 16 << 20, fleece_dir: Path | None = None,
-                 image: Path | None = None, nbd_server: bool = True) -> None:
+                 image: Path | None = None, nbd_server: bool = True, disks: int = 1) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
         self.image = image or folder / f"disk.{fmt}"
+        self.images = [self.image] + [folder / f"disk{i}.{fmt}" for i in range(1, disks)]
         self.qmp_sock = folder / "qmp.sock"
         self.nbd_sock = folder / "nbd.sock"
         self.fleece_dir = fleece_dir
         self.nbd_server = nbd_server  # False: no guest export; godwit must start QEMU's NBD server
         self.proc: subprocess.Popen[bytes] | None = None
-        if not self.image.exists():
-            subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(self.image), str(size)], check=True)
+        for img in self.images:
+            if not img.exists():
+                subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(img), str(size)], check=True)
         self._guest: Any = None
+        self._guests: dict[int, Any] = {}
+        self.qga: Path | None = None  # a guest agent socket to name in the specs
 
     @property
     def spec(self) -> str:
+        return self.specs[0]
+
+    @property
+    def specs(self) -> list[str]:
         extra = f"&fleece_dir={self.fleece_dir}" if self.fleece_dir else ""
+        extra += f"&qga={self.qga}" if self.qga else ""
         nbd = f"&nbd={self.nbd_sock}" if self.nbd_server else ""
-        return f"qemu+unix://{self.qmp_sock}?node={NODE}{nbd}{extra}"
+        return [f"qemu+unix://{self.qmp_sock}?node=disk{i}{nbd}{extra}" for i in range(len(self.images))]
 
     def start(self) -> QemuDaemon:
         for s in (self.qmp_sock, self.nbd_sock):
             s.unlink(missing_ok=True)
-        guest = ["--nbd-server", f"addr.type=unix,addr.path={self.nbd_sock}",
-                 "--export", f"type=nbd,id=guest,node-name={NODE},writable=on"] if self.nbd_server else []
+        guest = ["--nbd-server", f"addr.type=unix,addr.path={self.nbd_sock}"] if self.nbd_server else []
+        blockdevs = []
+        for i, img in enumerate(self.images):
+            blockdevs += ["--blockdev", f"driver=file,filename={img},node-name=file{i}",
+                          "--blockdev", f"driver={self.fmt},file=file{i},node-name=disk{i}"]
+            if self.nbd_server:
+                guest += ["--export", f"type=nbd,id={'guest' if i == 0 else f'guest{i}'},node-name=disk{i},writable=on"]
         self.proc = subprocess.Popen(
             ["qemu-storage-daemon",
-             "--blockdev", f"driver=file,filename={self.image},node-name=file0",
-             "--blockdev", f"driver={self.fmt},file=file0,node-name={NODE}",
+             *blockdevs,
              *guest,
              "--chardev", f"socket,path={self.qmp_sock},server=on,wait=off,id=qmp0",
              "--monitor", "chardev=qmp0"],
@@ -64,11 +79,11 @@ class QemuDaemon:
             time.sleep(0.02)
         return self
 
-    def _handle(self) -> Any:
+    def _handle(self, disk: int = 0) -> Any:
         import nbd
 
         h = nbd.NBD()
-        h.set_export_name(NODE)
+        h.set_export_name(f"disk{disk}")
         h.connect_unix(str(self.nbd_sock))
         return h
 
@@ -79,8 +94,8 @@ class QemuDaemon:
         self._guest.pwrite(data, offset)
         self._guest.flush()
 
-    def read_all(self) -> bytes:
-        h = self._handle()
+    def read_all(self, disk: int = 0) -> bytes:
+        h = self._handle(disk)
         try:
             size = h.get_size()
             return b"".join(bytes(h.pread(min(4 << 20, size - o), o)) for o in range(0, size, 4 << 20))
@@ -121,11 +136,11 @@ class QemuDaemon:
         with QmpSession(self.qmp_sock) as q:
             return q.run(command, **args)
 
-    def bitmaps(self) -> dict[str, dict[str, Any]]:
+    def bitmaps(self, disk: int = 0) -> dict[str, dict[str, Any]]:
         from godwit.sources.qmp import QmpSession
 
         with QmpSession(self.qmp_sock) as q:
-            return q.bitmaps(NODE)
+            return q.bitmaps(f"disk{disk}")
 
 
 WRITER = textwrap.dedent("""

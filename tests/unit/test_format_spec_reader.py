@@ -39,7 +39,8 @@ FIXTURE_V2 = Path(__file__).resolve().parents[1] / "fixtures" / "blockhashes-v2"
 PACK_HEADER = b"GWPK\x01\x00\x00\x00"
 PACK_ENTRY = struct.Struct("<HBBIQQQ16s")  # disk, codec, flags, stored, offset, length, pos, checksum
 PACK_TRAILER = struct.Struct("<IQ4s")  # count, xxh3-64 of the index, "GWPX"
-MANIFEST_HEADER = b"GWMF\x01\x00\x00\x00"
+MANIFEST_HEADERS = {1: b"GWMF\x01\x00\x00\x00", 2: b"GWMF\x02\x00\x00\x00"}
+CONSISTENCY = {1: ("crash", "none"), 2: ("crash", "none", "fs")}  # values by manifest version
 BLOCKHASH_HEAD = struct.Struct("<4sBBxxIQ")  # "GWBH", version, algorithm, block size, disk size
 BLOCKHASH_RUN = struct.Struct("<QI")  # version 2: first block, number of digests
 ALGORITHMS = {1: "xxh3-128", 2: "blake3"}
@@ -97,15 +98,19 @@ class SpecReader:
         data = self.get(f"servers/{server_uid}/cycles/{cycle:010d}.manifest")
         if len(data) < 24 or data[:4] != b"GWMF":
             raise SpecError("not a manifest")
-        if data[:8] != MANIFEST_HEADER:
+        if data[:8] not in MANIFEST_HEADERS.values():
             raise SpecError(f"manifest version {data[4]} or reserved bytes not zero")
         if xxhash.xxh3_128_digest(data[:-16]) != data[-16:]:
             raise SpecError("manifest trailer mismatch")
         doc: dict[str, object] = json.loads(self.dctx.decompress(data[8:-16]))
         server = doc["server"]
         assert isinstance(server, dict)
-        if doc["format"] != 1 or server["uid"] != server_uid or doc["cycle"] != cycle:
+        if doc["format"] != data[4] or server["uid"] != server_uid or doc["cycle"] != cycle:
             raise SpecError("manifest body does not match its key")
+        if doc["consistency"] not in CONSISTENCY[data[4]]:
+            raise SpecError(f"consistency {doc['consistency']!r} is not a value of manifest version {data[4]}")
+        if not isinstance(doc.get("consistency_detail", ""), str):
+            raise SpecError("consistency_detail is not a string")
         return doc
 
     def pack_index(self, data: bytes) -> list[IndexEntry]:
@@ -184,7 +189,7 @@ def check_rules(reader: SpecReader, server_uid: str, cycle: int) -> None:
     disks = doc["disks"]
     assert isinstance(bs, int) and isinstance(packs, list) and isinstance(disks, list)
     assert bs & (bs - 1) == 0 and 4096 <= bs <= 4 << 20
-    assert doc["consistency"] in ("crash", "none") and doc["hash"] in ("xxh3-128", "blake3")
+    assert doc["consistency"] in ("crash", "none", "fs") and doc["hash"] in ("xxh3-128", "blake3")
     assert len(set(packs)) == len(packs)
     assert [d["index"] for d in disks] == list(range(len(disks)))
     indexes = {p: reader.pack_index(reader.get(f"servers/{server_uid}/packs/{p}.pack")) for p in packs}

@@ -1,8 +1,14 @@
 """Cycle manifests: the commit record of a cycle (docs/format.md, "Manifests").
 
-Layout (version 1)::
+Layout (versions 1 and 2)::
 
-    "GWMF" | u8 version=1 | 3 zero bytes | zstd frame of a UTF-8 JSON document | 16-byte trailer
+    "GWMF" | u8 version | 3 zero bytes | zstd frame of a UTF-8 JSON document | 16-byte trailer
+
+Version 2 is version 1 plus the consistency value ``fs`` (filesystem-consistent: the guest's
+filesystems were frozen by its agent around the point-in-time view). A manifest is written in the
+lowest version that can say what it holds, so a godwit that reads only version 1 still reads every
+manifest that is ``crash`` or ``none``. ``consistency_detail`` (both versions, optional) is a
+sentence for people: how the view was taken (``crash-consistent (fleecing)``); never parsed.
 
 The trailer is the xxh3-128 digest of every byte before it, so truncation and bit flips are
 detected before any field is trusted. A manifest is written last, with a conditional create: a
@@ -21,9 +27,12 @@ import zstandard
 from godwit.errors import CorruptObjectError
 
 MAGIC = b"GWMF"
-VERSION = 1
-HEADER = MAGIC + bytes([VERSION, 0, 0, 0])
-CONSISTENCY = ("crash", "none")
+HEADER_SIZE = 8
+VERSION = 2  # the newest version this godwit writes and reads
+READS = (1, 2)
+#: Consistency values, weakest first, and the manifest version that introduced each.
+CONSISTENCY = ("none", "crash", "fs")
+SINCE = {"none": 1, "crash": 1, "fs": 2}
 #: A manifest body larger than this is refused before it is parsed (a bomb, or damage).
 MAX_BODY = 1 << 30
 
@@ -66,6 +75,12 @@ class Manifest:
     block_size: int
     hash: str
     disks: list[DiskManifest]
+    consistency_detail: str = ""
+
+    @property
+    def version(self) -> int:
+        """The lowest format version that can hold this manifest (docs/format.md, "Versioning")."""
+        return SINCE.get(self.consistency, VERSION)
 
     def packs(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -77,8 +92,9 @@ class Manifest:
     def encode(self) -> bytes:
         packs = self.packs()
         index = {p: i for i, p in enumerate(packs)}
-        doc = {
-            "format": VERSION,
+        version = self.version
+        doc: dict[str, Any] = {
+            "format": version,
             "store_id": self.store_id,
             "server": {"uid": self.server_uid, "name": self.server_name},
             "cycle": self.cycle,
@@ -99,9 +115,11 @@ class Manifest:
                 for d in self.disks
             ],
         }
+        if self.consistency_detail:
+            doc["consistency_detail"] = self.consistency_detail
         body = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(doc, separators=(",", ":")).encode())
-        head = HEADER + body
+        head = MAGIC + bytes([version, 0, 0, 0]) + body
         return head + xxhash.xxh3_128_digest(head)
 
 
@@ -112,18 +130,19 @@ def _int(v: Any, what: str) -> int:
 
 
 def decode(data: bytes, name: str = "manifest") -> Manifest:
-    if len(data) < len(HEADER) + 16 or data[:4] != MAGIC:
+    if len(data) < HEADER_SIZE + 16 or data[:4] != MAGIC:
         raise CorruptObjectError(f"{name} is not a godwit manifest (bad header or truncated)")
-    if data[4] != VERSION:
-        raise CorruptObjectError(f"{name} has format version {data[4]}; this godwit reads {VERSION}",
-                                 hint="upgrade godwit")
+    version = data[4]
+    if version not in READS:
+        raise CorruptObjectError(f"{name} has format version {version}; this godwit reads "
+                                 f"{', '.join(map(str, READS))}", hint="upgrade godwit")
     if data[5:8] != b"\0\0\0":
         raise CorruptObjectError(f"{name} has reserved header bytes set (written by a newer godwit?)")
     if xxhash.xxh3_128_digest(data[:-16]) != data[-16:]:
         raise CorruptObjectError(f"{name} failed its checksum (truncated or damaged)",
                                  hint="the cycle is not trusted; run a new cycle to resend the changes")
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(data[len(HEADER):-16])
+        reader = zstandard.ZstdDecompressor().stream_reader(data[HEADER_SIZE:-16])
         body = reader.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise CorruptObjectError(f"{name} body is larger than {MAX_BODY >> 20} MiB")
@@ -144,13 +163,15 @@ def decode(data: bytes, name: str = "manifest") -> Manifest:
                                       _int(d["previous_size"], "previous_size"), extents, zeros))
         m = Manifest(doc["store_id"], doc["server"]["uid"], doc["server"]["name"], _int(doc["cycle"], "cycle"),
                      doc["parent"], doc["created"], doc["consistency"], _int(doc["block_size"], "block_size"),
-                     doc["hash"], disks)
+                     doc["hash"], disks, str(doc.get("consistency_detail", "")))
     except CorruptObjectError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, zstandard.ZstdError) as exc:
         raise CorruptObjectError(f"{name} does not parse: {exc!r}") from None
-    if doc.get("format") != VERSION:
-        raise CorruptObjectError(f"{name} body has format {doc.get('format')!r}, expected {VERSION}")
+    if doc.get("format") != version:
+        raise CorruptObjectError(f"{name} body has format {doc.get('format')!r}, expected {version}")
+    if SINCE.get(m.consistency, 1) > version:
+        raise CorruptObjectError(f"{name}: consistency {m.consistency!r} does not exist in format version {version}")
     validate(m, name)
     return m
 

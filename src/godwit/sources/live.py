@@ -1,10 +1,13 @@
 """A disk of a running QEMU (or qemu-storage-daemon), read from an image-fleecing export.
 
-Spec: ``qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR][&min_free_mib=N]``.
+Spec: ``qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR][&min_free_mib=N][&qga=SOCK][&qga_timeout=S]``.
 ``node`` is the block node the guest writes (its format node, e.g. the qcow2 one); ``nbd`` is the
 unix socket of an NBD server the daemon already runs (QEMU runs at most one), else godwit starts
 one on a socket of its own; ``fleece_dir`` holds the temporary overlay (default: godwit's
-snapshot folder). The overlay must be on a filesystem the QEMU process can write.
+snapshot folder). The overlay must be on a filesystem the QEMU process can write. ``qga`` is the
+unix socket of the guest agent's channel (``org.qemu.guest_agent.0``): with it the guest's
+filesystems are frozen around the freeze (``sources.qga``; at most ``qga_timeout`` seconds,
+default 10) and the view is filesystem-consistent (``fs``), else crash-consistent (``crash``).
 
 **Space guard.** The overlay grows with every cluster the guest overwrites during the cycle; if
 its filesystem filled, QEMU would fail the guest's writes. So a cycle does not start while that
@@ -20,7 +23,8 @@ How a cycle reads it (libvirt's pull-mode backup, done over QMP with ``qemu.qmp`
    the tracker asks for, disables the ones it names, and starts ``blockdev-backup sync=none``
    from the node into a fresh qcow2 overlay whose backing is the node: from then on every guest
    write first copies the old cluster into the overlay, so the overlay reads as the disk at the
-   instant of the transaction while the guest goes on writing.
+   instant of the transaction while the guest goes on writing. Every disk of the server behind
+   the same QMP socket is frozen in that same transaction (``sources.live_group``).
 3. A read-only NBD export of the overlay (exporting the disabled bitmaps) is read with libnbd.
 4. :meth:`close` deletes the export, cancels the job, deletes the node and the overlay file.
    Bitmaps are the tracker's (``godwit.trackers.bitmap``): close never touches them.
@@ -38,9 +42,11 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from godwit.errors import GodwitError, SourceError, UsageError
+from godwit.sources import live_group
 from godwit.sources.base import DiskSource, Extent
-from godwit.sources.live_fleece import cleanup_leftovers, new_overlay
-from godwit.sources.qmp import QmpError, QmpSession
+from godwit.sources.live_fleece import cleanup_leftovers, drop_fleece, new_overlay
+from godwit.sources.qga import DEFAULT_TIMEOUT as DEFAULT_QGA_TIMEOUT
+from godwit.sources.qmp import QmpSession
 
 SCHEME = "qemu+unix"
 FORMAT = "qemu-live"  # the format recorded for such a disk
@@ -48,6 +54,7 @@ FLEECE_PREFIX = "godwit-f-"
 DIRTY = 1  # NBD qemu:dirty-bitmap flag
 CONNECTIONS = 2
 MIN_FREE_MIB = 256
+QGA_TIMEOUT = DEFAULT_QGA_TIMEOUT
 
 
 STATE_ZERO = 2  # NBD base:allocation flag: the run reads as zeros
@@ -82,6 +89,8 @@ class LiveSpec:
     nbd: Path | None = None
     fleece_dir: Path | None = None
     min_free_mib: int = MIN_FREE_MIB
+    qga: Path | None = None
+    qga_timeout: float = QGA_TIMEOUT
 
     @classmethod
     def parse(cls, spec: str) -> LiveSpec:
@@ -91,21 +100,37 @@ class LiveSpec:
             raise UsageError(f"disk {spec!r} is not a live QEMU disk spec",
                              hint="write qemu+unix:///path/to/qmp.sock?node=NODE")
         q = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=False).items()}
-        unknown = set(q) - {"node", "nbd", "fleece_dir", "min_free_mib"}
+        unknown = set(q) - {"node", "nbd", "fleece_dir", "min_free_mib", "qga", "qga_timeout"}
         if "node" not in q or unknown:
             raise UsageError(f"disk {spec!r}: " + (f"unknown parameter {sorted(unknown)[0]!r}" if unknown
                                                    else "no node= given"),
-                             hint="write qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR]")
+                             hint="write qemu+unix:///path/to/qmp.sock?node=NODE[&nbd=SOCK][&fleece_dir=DIR]"
+                                  "[&min_free_mib=N][&qga=SOCK][&qga_timeout=S]")
         free = q.get("min_free_mib", str(MIN_FREE_MIB))
         if not free.isdigit():
             raise UsageError(f"disk {spec!r}: min_free_mib must be a number of MiB")
+        wait = q.get("qga_timeout", str(QGA_TIMEOUT))
+        try:
+            timeout = float(wait)
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= 600 or ("qga_timeout" in q and "qga" not in q):
+            raise UsageError(f"disk {spec!r}: qga_timeout must be seconds (0 < S <= 600), with qga= given",
+                             hint="write &qga=/path/to/qga.sock&qga_timeout=10")
+        if "qga" in q and not q["qga"].startswith("/"):
+            raise UsageError(f"disk {spec!r}: qga must be the absolute path of the guest agent's socket")
         return cls(Path(parts.path), q["node"], Path(q["nbd"]) if "nbd" in q else None,
-                   Path(q["fleece_dir"]) if "fleece_dir" in q else None, int(free))
+                   Path(q["fleece_dir"]) if "fleece_dir" in q else None, int(free),
+                   Path(q["qga"]) if "qga" in q else None, timeout)
 
     def __str__(self) -> str:
         extra = "".join(f"&{k}={v}" for k, v in (("nbd", self.nbd), ("fleece_dir", self.fleece_dir)) if v)
         if self.min_free_mib != MIN_FREE_MIB:
             extra += f"&min_free_mib={self.min_free_mib}"
+        if self.qga is not None:
+            extra += f"&qga={self.qga}"
+            if self.qga_timeout != QGA_TIMEOUT:
+                extra += f"&qga_timeout={self.qga_timeout:g}"
         return f"{SCHEME}://{self.qmp}?node={self.node}{extra}"
 
 
@@ -129,25 +154,38 @@ def probe_live(spec: str) -> tuple[str, int]:
         return str(ls), int(node["image"]["virtual-size"])
 
 
+class FreezePlan(NamedTuple):
+    """What the tracker wants done to the bitmaps in a disk's freeze transaction."""
+    add: str | None
+    disable: tuple[str, ...]
+    persistent: bool
+
+
 class LiveSource(DiskSource):
     """A live QEMU disk; every read sees the frozen view of :meth:`freeze`."""
 
-    def __init__(self, spec: LiveSpec, *, key: str, fleece_dir: Path) -> None:
+    def __init__(self, spec: LiveSpec, *, key: str, fleece_dir: Path, group: str | None = None,
+                 index: int = 0) -> None:
         super().__init__()
         self.spec = spec
         self.description = str(spec)
+        self.index = index  # the disk's index in its server (for messages)
         self.name = fleece_name(key)
         self._fleece_dir = spec.fleece_dir or fleece_dir
         self.overlay = self._fleece_dir / f"{self.name}.qcow2"
-        self.qmp: QmpSession | None = QmpSession(spec.qmp)
         self.frozen = False
+        self.closed = False
         self.consistency = "crash"  # nothing is read but from the frozen view (freeze on first use)
+        self.view = "fleecing"
+        self.instant = ""  # what the members of one freeze transaction share
+        self.plan: FreezePlan | None = None
         self.exported: list[str] = []
+        self._held: set[str] = set()  # what this cycle made in QEMU: "node", "job", "export"
         self._reader: Any = None  # the NbdSource reading the export
         self._dirty_handle: Any = None
-        self._started_nbd: Path | None = None
+        self.group = live_group.join(self, group)
         try:
-            nodes = self.qmp.nodes()
+            nodes = self.group.qmp.nodes()
             node = nodes.get(spec.node)
             listed = (node or {}).get("dirty-bitmaps") or []
             self.bitmaps: dict[str, dict[str, Any]] = {b["name"]: b for b in listed if "name" in b}
@@ -156,60 +194,72 @@ class LiveSource(DiskSource):
                                   hint="the disk was removed or renamed; fix the server's disk or re-add it")
             self.size = int(node["image"]["virtual-size"])
             self.driver = str(node["drv"])
-            self.warnings.extend(cleanup_leftovers(self.qmp, self.name, self.overlay, nodes=nodes))
+            self.warnings.extend(cleanup_leftovers(self.group.qmp, self.name, self.overlay, nodes=nodes))
         except BaseException:
-            self.qmp.close()
+            self.closed = True
+            live_group.leave(self, self.group)
             raise
+
+    @property
+    def qmp(self) -> QmpSession | None:
+        """The monitor session this cycle shares with the other disks of the same QEMU."""
+        return None if self.closed else self.group.qmp
 
     # -- freezing -------------------------------------------------------------------------------
 
-    def freeze(self, *, add: str | None = None, disable: tuple[str, ...] = (), persistent: bool = True) -> None:
-        """Take the point-in-time view: one transaction that adds bitmap ``add`` (enabled), disables
-        ``disable`` and starts fleecing; then export the view with the disabled bitmaps."""
+    def plan_freeze(self, *, add: str | None = None, disable: tuple[str, ...] = (), persistent: bool = True) -> None:
+        """Say what the freeze transaction does to this disk's bitmaps (before it runs)."""
         if self.frozen:
             raise SourceError(f"{self.description} is already frozen")
-        q = self._monitor()
-        name, node = self.name, self.spec.node
+        self.plan = FreezePlan(add, tuple(disable), persistent)
+
+    def freeze(self, *, add: str | None = None, disable: tuple[str, ...] = (), persistent: bool = True) -> None:
+        """Take the point-in-time view: one transaction that adds bitmap ``add`` (enabled), disables
+        ``disable`` and starts fleecing, for this disk and every other disk of the group that is
+        not frozen yet; then export each view with its disabled bitmaps."""
+        if self.frozen:
+            raise SourceError(f"{self.description} is already frozen")
+        self._monitor()
+        if add is not None or disable:
+            self.plan_freeze(add=add, disable=disable, persistent=persistent)
+        self.group.freeze()
+
+    def prepare_overlay(self, q: QmpSession) -> None:
+        """The overlay file and its node (blockdev-add cannot be part of a transaction)."""
         self._fleece_dir.mkdir(parents=True, exist_ok=True)
         self.check_space()
         new_overlay(self.overlay, self.size)
-        try:
-            q.run("blockdev-add", driver="qcow2", **{"node-name": name}, backing=node,
-                  file={"driver": "file", "filename": str(self.overlay)})
-            actions: list[dict[str, Any]] = []
-            if add is not None:
-                actions.append({"type": "block-dirty-bitmap-add",
-                                "data": {"node": node, "name": add, "persistent": persistent}})
-            actions += [{"type": "block-dirty-bitmap-disable", "data": {"node": node, "name": b}} for b in disable]
-            actions.append({"type": "blockdev-backup",
-                            "data": {"device": node, "target": name, "sync": "none", "job-id": name}})
-            q.run("transaction", actions=actions)
-            self.frozen = True
-            sock = self._nbd_socket(q)
-            q.run("block-export-add", type="nbd", id=name, **{"node-name": name}, writable=False,
-                  bitmaps=list(disable))
-            self.exported = list(disable)
-            self._connect(sock)
-        except BaseException:
-            self.warnings.extend(self._teardown())
-            raise
+        q.run("blockdev-add", driver="qcow2", **{"node-name": self.name}, backing=self.spec.node,
+              file={"driver": "file", "filename": str(self.overlay)})
+        self._held.add("node")
 
-    def _nbd_socket(self, q: QmpSession) -> Path:
-        if self.spec.nbd is not None:
-            return self.spec.nbd
-        sock = self._fleece_dir / f"{self.name}.nbd"
-        if sock.exists():  # a godwit that died left its NBD server running in QEMU: ours to stop
-            with contextlib.suppress(QmpError):
-                q.run("nbd-server-stop")
-            sock.unlink(missing_ok=True)
-        try:
-            q.run("nbd-server-start", addr={"type": "unix", "data": {"path": str(sock)}})  # the legacy form
-        except QmpError as exc:
-            raise SourceError(f"{self.description}: cannot start an NBD server in QEMU ({exc.message})",
-                              hint="QEMU runs one NBD server at most: add &nbd=/path/to/its.sock "
-                                   "to the disk's spec") from None
-        self._started_nbd = sock
-        return sock
+    def freeze_actions(self) -> list[dict[str, Any]]:
+        node, plan = self.spec.node, self.plan or FreezePlan(None, (), True)
+        actions: list[dict[str, Any]] = []
+        if plan.add is not None:
+            actions.append({"type": "block-dirty-bitmap-add",
+                            "data": {"node": node, "name": plan.add, "persistent": plan.persistent}})
+        actions += [{"type": "block-dirty-bitmap-disable", "data": {"node": node, "name": b}} for b in plan.disable]
+        actions.append({"type": "blockdev-backup",
+                        "data": {"device": node, "target": self.name, "sync": "none", "job-id": self.name}})
+        return actions
+
+    def frozen_at(self, instant: str, *, filesystem: bool) -> None:
+        """The transaction ran (the job exists); ``filesystem``: the guest agent held the freeze."""
+        self._held.add("job")
+        self.frozen = True
+        self.instant = instant
+        self.consistency = "fs" if filesystem else "crash"
+        self.view = "guest agent fsfreeze, fleecing" if filesystem else "fleecing"
+
+    def export_view(self, q: QmpSession) -> None:
+        disable = list(self.plan.disable) if self.plan else []
+        sock = self.spec.nbd or self.group.nbd_socket(self._fleece_dir / f"{self.name}.nbd", self.description)
+        q.run("block-export-add", type="nbd", id=self.name, **{"node-name": self.name}, writable=False,
+              bitmaps=disable)
+        self._held.add("export")
+        self.exported = disable
+        self._connect(sock)
 
     def _connect(self, sock: Path) -> None:
         from godwit.sources.nbd import NbdSource, _import_nbd
@@ -254,9 +304,10 @@ class LiveSource(DiskSource):
                      "with &fleece_dir= in the disk's spec")
 
     def _monitor(self) -> QmpSession:
-        if self.qmp is None:
+        q = self.qmp
+        if q is None:
             raise SourceError(f"{self.description} is closed")
-        return self.qmp
+        return q
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -320,7 +371,8 @@ class LiveSource(DiskSource):
 
     # -- teardown -------------------------------------------------------------------------------
 
-    def _teardown(self) -> list[str]:
+    def teardown_view(self) -> list[str]:
+        """Remove what this cycle made (it knows what: no query); returns warnings."""
         warnings: list[str] = []
         if self._reader is not None:
             self._reader.close()
@@ -329,30 +381,28 @@ class LiveSource(DiskSource):
             with contextlib.suppress(Exception):
                 self._dirty_handle.shutdown()
             self._dirty_handle = None
-        if self.qmp is not None:
+        q = self.qmp
+        if q is not None:
             try:
-                warnings += cleanup_leftovers(self.qmp, self.name, self.overlay, quiet=True)
+                if self._held:
+                    drop_fleece(q, self.name, export="export" in self._held, job="job" in self._held)
+                self._held.clear()
+                self.overlay.unlink(missing_ok=True)
             except GodwitError as exc:  # QEMU gone or refusing: the next open cleans up; keep the cycle's error
                 warnings.append(f"{self.description}: fleecing teardown failed ({exc.message}); "
                                 "the next cycle or `godwit sources sweep` removes what is left")
-            if self._started_nbd is not None:
-                with contextlib.suppress(SourceError):
-                    self.qmp.run("nbd-server-stop")
-                with contextlib.suppress(FileNotFoundError):
-                    self._started_nbd.unlink()
-                self._started_nbd = None
         self.frozen = False
         self.exported = []
         return warnings
 
     def close(self) -> None:
-        if self.qmp is None:
+        if self.closed:
             return
         try:
-            self.warnings.extend(self._teardown())
+            self.warnings.extend(self.teardown_view())
         finally:
-            self.qmp.close()
-            self.qmp = None
+            self.closed = True
+            live_group.leave(self, self.group)
 
 
 class _Connections:
@@ -378,6 +428,12 @@ class _Connections:
 def open_live(spec: str, *, temp_tag: str | None, snapshot_dir: Path | None) -> LiveSource:
     ls = LiveSpec.parse(spec)
     # The key names this disk of this server without the cycle: a later cycle finds what an
-    # interrupted one left.
-    key = (temp_tag or str(ls)).rsplit("-c", 1)[0] if temp_tag else str(ls)
-    return LiveSource(ls, key=key, fleece_dir=snapshot_dir or Path(os.environ.get("TMPDIR", "/tmp")))
+    # interrupted one left. The group (this server's cycle) shares a session and a freeze.
+    key, group, index = str(ls), None, 0
+    if temp_tag:
+        key, _, cycle = temp_tag.rpartition("-c")
+        server, _, disk = key.rpartition("-d")
+        group = f"{server}-c{cycle}" if server else None
+        index = int(disk) if disk.isdigit() else 0
+    return LiveSource(ls, key=key, fleece_dir=snapshot_dir or Path(os.environ.get("TMPDIR", "/tmp")),
+                      group=group, index=index)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from godwit.errors import SourceError
-from godwit.sources.qmp import QmpError, QmpSession
+from godwit.sources.qmp import QmpSession
 
 TEMPLATE_PREFIX = "godwit-empty-"  # not a leftover: kept for the next cycle
 
@@ -24,26 +23,35 @@ def cleanup_leftovers(q: QmpSession, name: str, overlay: Path | None, *, quiet: 
     """
     found: list[str] = []
     if name in (nodes if nodes is not None else q.nodes()):
-        exports, jobs = name in q.export_ids(), name in q.job_ids()
-        if exports:
-            found.append("export")
-            q.run("block-export-del", id=name, mode="hard")
-        if jobs:
-            found.append("job")
-            with contextlib.suppress(QmpError):  # it may have just concluded
-                q.run("block-job-cancel", device=name, force=True)
-        if exports:
-            q.wait_until(lambda: name not in q.export_ids(), f"delete export {name}")
-        if jobs:
-            q.wait_until(lambda: name not in q.job_ids(), f"end job {name}")
-        found.append("node")
-        q.run("blockdev-del", **{"node-name": name})
+        export, job = name in q.export_ids(), name in q.job_ids()
+        found += ["export"] * export + ["job"] * job + ["node"]
+        drop_fleece(q, name, export=export, job=job)
     if overlay is not None and overlay.exists():
         found.append("overlay")
         overlay.unlink()
     if found and not quiet:
         return [f"removed the fleecing {', '.join(found)} {name} that an interrupted cycle left"]
     return []
+
+
+def drop_fleece(q: QmpSession, name: str, *, export: bool, job: bool) -> None:
+    """Delete the export and cancel the job called ``name`` (both at once, then wait for their
+    events), then delete the node they held."""
+    commands: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    if export:
+        commands.append(("block-export-del", {"id": name, "mode": "hard"}))
+        events.append(("BLOCK_EXPORT_DELETED", {"id": name}))
+    if job:
+        commands.append(("block-job-cancel", {"device": name, "force": True}))
+        events.append(("JOB_STATUS_CHANGE", {"id": name, "status": "null"}))
+    if commands:
+        for refused in q.run_awaiting(commands, events):
+            if "block-job-cancel" not in refused.message:
+                raise refused
+            # The job ended by itself (e.g. its target failed) and may still be dismissing.
+            q.wait_until(lambda: name not in q.job_ids(), f"end job {name}")
+    q.run("blockdev-del", **{"node-name": name})
 
 
 def new_overlay(path: Path, size: int) -> None:

@@ -1,8 +1,12 @@
 """Talking QMP to a running QEMU or qemu-storage-daemon, with the ``qemu.qmp`` library.
 
-A session is short-lived and used from one thread: a QMP chardev socket serves one client at a
-time, so godwit connects when it needs the monitor and disconnects as soon as it is done (a
-session left open would lock out the next one, and the operator's own tools).
+A session is used from one thread at a time: a QMP chardev socket serves one client at a time, so
+godwit holds one session per QEMU for a cycle (``sources.live_group``: every disk of that QEMU
+shares it, and the bitmap tracker's commit reuses it) and disconnects as soon as the cycle is done
+(a session left open would lock out the next one, and the operator's own tools).
+
+Waiting for QEMU to finish something asynchronous (an export deleted, a job ended) listens for
+its event rather than polling a query: one round trip, no sleep.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class QmpSession:
         self._loop = asyncio.new_event_loop()  # our own: callers are synchronous, on any thread
         self._client = QMPClient("godwit")
         self._open = False
+        self.commands = 0  # round trips so far (a benchmark reads it)
         try:
             self._sync(self._client.connect(str(socket_path)), CONNECT_TIMEOUT)
             self._open = True
@@ -59,6 +64,7 @@ class QmpSession:
     def run(self, command: str, **args: Any) -> Any:
         from qemu.qmp import ExecuteError
 
+        self.commands += 1
         try:
             return self._sync(self._client.execute(command, args), COMMAND_TIMEOUT)
         except ExecuteError as exc:
@@ -66,6 +72,42 @@ class QmpSession:
         except Exception as exc:
             raise SourceError(f"QEMU monitor at {self.socket_path} failed during {command}: {_why(exc)}",
                               hint="QEMU may have stopped; the next cycle cleans up and resyncs if needed") from None
+
+    def run_awaiting(self, commands: list[tuple[str, dict[str, Any]]], events: list[tuple[str, dict[str, Any]]],
+                     *, timeout: float = 30.0) -> list[QmpError]:
+        """Run ``commands`` in order, then wait for every ``(name, data)`` event (each item of
+        ``data`` must match the event's), listening from before the first command. A refused
+        command is returned, not raised, and its event (same position) is not awaited."""
+        from qemu.qmp import EventListener, ExecuteError
+
+        refused: list[QmpError] = []
+
+        def matches(ev: Any, data: dict[str, Any]) -> bool:
+            got = ev.get("data") or {}
+            return all(got.get(k) == v for k, v in data.items())
+
+        async def go() -> None:
+            listener = EventListener(names={n for n, _ in events})
+            with self._client.listen(listener):
+                pending = []
+                for (cmd, args), want in zip(commands, events, strict=True):
+                    self.commands += 1
+                    try:
+                        await self._client.execute(cmd, args)
+                        pending.append(want)
+                    except ExecuteError as exc:
+                        refused.append(QmpError(f"QEMU refused {cmd}: {exc.error.error.desc}",
+                                                qmp_class=exc.error_class))
+                while pending:
+                    ev = await listener.get()
+                    pending = [w for w in pending if not (w[0] == ev["event"] and matches(ev, w[1]))]
+
+        try:
+            self._sync(go(), timeout)
+        except Exception as exc:
+            raise SourceError(f"QEMU monitor at {self.socket_path}: {', '.join(c for c, _ in commands)} did not "
+                              f"finish: {_why(exc)}", hint="QEMU may have stopped; the next cycle cleans up") from None
+        return refused
 
     def wait_until(self, done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

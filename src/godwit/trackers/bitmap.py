@@ -8,7 +8,9 @@ a godwit that died leaves nothing ambiguous):
   killed) whose base is N. There may be several: each attempt adds one.
 
 A cycle with base N freezes (one QMP transaction, see ``sources.live``): add a new
-``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. It reads the dirty extents of
+``godwit-next-b<N>-…``, disable ``godwit-c<N>``, start fleecing. The first ``regions`` of a server's
+cycle plans this for every disk behind the same QMP socket (recovering each one's bitmaps first),
+so that one transaction freezes them all at one instant. It reads the dirty extents of
 ``godwit-c<N>`` from the frozen view, split by ``base:allocation`` into CHANGED and ZERO; the
 rest is UNCHANGED.
 
@@ -37,12 +39,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from godwit.errors import SourceError
+from godwit.sources import live_group
 from godwit.sources.base import DiskSource
 from godwit.sources.live import LiveSource, LiveSpec, is_live_spec
-from godwit.sources.qmp import QmpSession
+from godwit.sources.qmp import QmpError, QmpSession
 from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
 from godwit.trackers.scan import ScanTracker
 
@@ -66,7 +71,8 @@ class BitmapTracker(ChangeTracker):
 
     def __init__(self) -> None:
         self._scan = ScanTracker()
-        self._base: dict[str, int | None] = {}  # disk uid -> base of the cycle in flight
+        self._base: dict[str, int | None] = {}  # disk spec -> base of the cycle in flight
+        self._planned: dict[str, tuple[int | None, bool]] = {}  # disk spec -> (base, tracking usable)
 
     # -- regions --------------------------------------------------------------------------------
 
@@ -74,23 +80,38 @@ class BitmapTracker(ChangeTracker):
         if not isinstance(source, LiveSource):
             yield from self._scan.regions(disk, source, base)
             return
-        q = source.qmp
-        assert q is not None
-        node = source.spec.node
+        if not source.frozen:
+            # Every disk of this QEMU is planned now and frozen in the same transaction, so the
+            # server's point in time is one instant (their regions are asked later, in order).
+            for m in source.group.members:
+                if not m.frozen and str(m.spec) not in self._planned:
+                    self._plan(m, base)
+            source.group.keep_session = True  # committed() reuses it: one connection per cycle
+            source.freeze()
+        planned, usable = self._planned.get(str(source.spec), (None, False))
         want = committed_name(base) if base is not None else None
-        usable = self.recover(q, node, source.bitmaps, base, disk, source.warnings)
-        persistent = source.driver == "qcow2"
-        if not persistent and base is None:
-            source.warnings.append(f"disk {disk.index} is a {source.driver} image: QEMU keeps dirty bitmaps only "
-                                   "in qcow2, so tracking is lost when QEMU restarts (then godwit resyncs the "
-                                   "whole disk)")
-        self._base[disk.uid] = base
-        if usable and want is not None:
-            source.freeze(add=next_name(base), disable=(want,), persistent=persistent)
+        if usable and want is not None and planned == base and source.plan is not None \
+                and want in source.plan.disable:
             yield from _regions(source, want)
         else:
-            source.freeze(add=next_name(base), persistent=persistent)
             yield from self._scan.regions(disk, source, base)
+
+    def _plan(self, source: LiveSource, base: int | None) -> None:
+        """Recover the disk's bitmaps and say what its freeze does to them."""
+        q = source.qmp
+        assert q is not None
+        key = str(source.spec)
+        disk = TrackedDisk("", source.index, Path(key))
+        usable = self.recover(q, source.spec.node, source.bitmaps, base, disk, source.warnings)
+        persistent = source.driver == "qcow2"
+        if not persistent and base is None:
+            source.warnings.append(f"disk {source.index} is a {source.driver} image: QEMU keeps dirty bitmaps "
+                                   "only in qcow2, so tracking is lost when QEMU restarts (then godwit resyncs "
+                                   "the whole disk)")
+        want = committed_name(base) if base is not None and usable else None
+        source.plan_freeze(add=next_name(base), disable=(want,) if want else (), persistent=persistent)
+        self._base[key] = base
+        self._planned[key] = (base, usable)
 
     def recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
                  disk: TrackedDisk, warnings: list[str]) -> bool:
@@ -141,8 +162,10 @@ class BitmapTracker(ChangeTracker):
         spec = _spec(disk)
         if spec is None:
             return
-        self._base.pop(disk.uid, None)
-        with QmpSession(spec.qmp) as q:
+        self._base.pop(str(spec), None)
+        self._planned.pop(str(spec), None)
+
+        def move(q: QmpSession) -> None:
             bitmaps = {n: b for n, b in q.bitmaps(spec.node).items() if n.startswith(PREFIX)}
             nexts = [n for n in bitmaps if _NEXT.match(n)]
             new = committed_name(cycle)
@@ -155,14 +178,23 @@ class BitmapTracker(ChangeTracker):
             actions += [_act("remove", spec.node, n) for n in bitmaps if n != new]
             q.run("transaction", actions=actions)
 
+        self._with_session(spec, move)
+
     def failed(self, disk: TrackedDisk, cycle: int) -> None:
         spec = _spec(disk)
-        if spec is None or disk.uid not in self._base:
+        if spec is None:
             return
-        base = self._base.pop(disk.uid)
-        if base is None:
-            return  # a full read failed: the next one is full again; the next regions cleans up
-        with QmpSession(spec.qmp) as q:
+        self._planned.pop(str(spec), None)
+        if str(spec) not in self._base:
+            kept = live_group.take(spec.qmp)  # a session kept for us: no longer needed
+            if kept is not None:
+                kept.close()
+            return
+        base = self._base.pop(str(spec))
+
+        def merge_back(q: QmpSession) -> None:
+            if base is None:
+                return  # a full read failed: the next one is full again; the next regions cleans up
             bitmaps = {n for n in q.bitmaps(spec.node) if n.startswith(PREFIX)}
             want = committed_name(base)
             if want not in bitmaps:
@@ -171,6 +203,33 @@ class BitmapTracker(ChangeTracker):
             actions = [_merge(spec.node, want, n) for n in bitmaps if _NEXT.match(n)]
             actions.append(_act("enable", spec.node, want))
             q.run("transaction", actions=actions)
+
+        self._with_session(spec, merge_back)
+
+    def _with_session(self, spec: LiveSpec, work: Callable[[QmpSession], None]) -> None:
+        """Run ``work`` on the session the cycle's disks left (else a new one); keep it for the
+        next disk of the same QEMU still to be told, close it after the last."""
+        q = live_group.take(spec.qmp)
+        if q is not None:
+            try:
+                work(q)
+            except SourceError as exc:
+                if isinstance(exc, QmpError):
+                    q.close()
+                    raise
+                q.close()  # a stale session (QEMU restarted): once more on a new one
+                q = None
+        if q is None:
+            q = QmpSession(spec.qmp)
+            try:
+                work(q)
+            except BaseException:
+                q.close()
+                raise
+        if any(LiveSpec.parse(k).qmp == spec.qmp for k in self._base):
+            live_group.park(q)
+        else:
+            q.close()
 
 
 def _spec(disk: TrackedDisk) -> LiveSpec | None:

@@ -10,6 +10,7 @@ The shape is in docs/architecture.md, "A cycle".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from godwit.format.hashing import block_digest
 from godwit.format.keys import pack_key
 from godwit.project.project import Project
 from godwit.sources import DiskSource, open_source
+from godwit.sources.consistency import combine as combine_consistency
 from godwit.state import cycles
 from godwit.state.cycles import CycleSettings
 from godwit.state.db import Cycle, Disk, Server
@@ -90,13 +92,14 @@ class CycleRunner:
                                                self.server.name)
                 log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name,
                          cyc.number, cyc.kind, "resuming" if resumed else "starting", len(works), reused)
-                consistency = "crash" if all(s.consistency == "crash" for s in sources) else "none"
-                if reused and consistency == "crash":
+                t_read, t_cpu, t_upload = self._scan_and_upload(cyc, works)
+                # After the reads: a live disk knows its consistency once its view is frozen.
+                consistency, detail = combine_consistency(sources)
+                if reused and consistency != "none":
                     # Journaled packs were read from the dead run's snapshot, the rest from a new one.
-                    consistency = "none"
+                    consistency, detail = "none", "not point-in-time (resumed: data from two views)"
                     warnings.append("this cycle resumes an interrupted one: its data comes from two snapshots, "
                                     "so it is not point-in-time (consistency none); the next cycle will be")
-                t_read, t_cpu, t_upload = self._scan_and_upload(cyc, works)
             finally:
                 for s in sources:
                     s.close()
@@ -104,7 +107,7 @@ class CycleRunner:
                     warnings.extend(s.warnings)
                 for w in warnings:
                     db.event("warning", w, server=self.server.name, cycle=cyc.number)
-            self._commit(cyc, works, parent, consistency, store_id,
+            self._commit(cyc, works, parent, (consistency, detail), store_id,
                          stage_stats(works, 0, t_read=t_read, t_cpu=t_cpu, t_upload=t_upload, t_throttle=0.0,
                                      t_wall=0.0), started)
         except BaseException:
@@ -184,11 +187,12 @@ class CycleRunner:
 
     # -- commit ------------------------------------------------------------------------------
 
-    def _commit(self, cyc: Cycle, works: list[DiskWork], parent: int | None, consistency: str, store_id: str,
-                stats: dict[str, float | int], started: float) -> None:
+    def _commit(self, cyc: Cycle, works: list[DiskWork], parent: int | None, consistency: tuple[str, str],
+                store_id: str, stats: dict[str, float | int], started: float) -> None:
         rep = self.cfg.replication
-        m = commit.build_manifest(self.server, cyc, works, parent=parent, consistency=consistency,
+        m = commit.build_manifest(self.server, cyc, works, parent=parent, consistency=consistency[0],
                                   store_id=store_id, bs=self.bs, algorithm=rep.hash)
+        m = dataclasses.replace(m, consistency_detail=consistency[1])
         commit.write_hashes(self.project.hashes_dir, works, cyc.number, rep.hash, self.bs)
         commit.put_manifest(self.project.store, self.server, m)
         bucket = self.project.bucket
