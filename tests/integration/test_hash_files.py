@@ -4,9 +4,10 @@ a 2 TiB sparse disk costs state and memory for its data, not its size."""
 
 from __future__ import annotations
 
+import importlib.util
 import struct
-import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import xxhash
@@ -21,8 +22,19 @@ from godwit.project.project import Project
 from godwit.state import hashstore
 from tests.helpers import Replayer, make_raw, write_at
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import bigdisk
+
+def _load_bench(name: str) -> ModuleType:
+    """A bench script as a module, without putting bench/ on sys.path (its azure.py would shadow
+    the Azure SDK's namespace package for every later import in the session)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"godwit_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bigdisk = _load_bench("bigdisk")
 
 pytestmark = pytest.mark.both_databases
 
