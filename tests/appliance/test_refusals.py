@@ -58,6 +58,11 @@ def test_resends_are_taken_once_and_gaps_are_refused(tmp_path: Path) -> None:
             r = c.post(f"{API}/appliance/cycles", json=two)  # behind the chain now
             assert r.status_code == 409, r.text
         assert cycles(svc, operator, "web") == [(1, "committed"), (2, "committed"), (3, "committed")]
+        with svc.client(operator) as c:  # the service runs no cycle of an appliance's server: at once
+            answers = (c.post(f"{API}/replications/web/cycles"),
+                       c.put(f"{API}/replications/web", json={"enabled": True}))
+            for r in answers:
+                assert r.status_code == 409 and "replicated by appliance site-a" in r.json()["error"], r.text
         assert CycleReport.model_validate_json(json.dumps(two)).number == 2  # the appliance's JSON is the API's
 
         # A replacement appliance (a new folder, a new state) numbers above the service's cycles and

@@ -43,6 +43,7 @@ from godwit.service.models import (
 )
 from godwit.service.progress import LiveProgress
 from godwit.state import schema as t
+from godwit.state.appliances import Appliances
 
 log = logging.getLogger("godwit.service.operations")
 
@@ -243,6 +244,20 @@ def submit(request_state: Any, kind: str, server: str, params: dict[str, Any] | 
     defaults = {"test": TestMigrationRequest, "planned": PlannedMigrationRequest}.get(kind)
     params = {**(defaults().model_dump() if defaults else {}), **(params or {})}
     ops.project.db.server(server)  # an unknown server is a 404 now, not a failed operation
+    if kind in ("enable", "cycle"):
+        _refuse_if_an_appliance_replicates(ops.project, server)
     if kind in ("test", "planned"):
         params["out_dir"] = str(out_dir(request_state.settings.export_dir, server, kind, params.pop("folder", None)))
     return ops.submit(kind, server, params, work_for(ops.project, request_state.apply_gate, kind, server, params))
+
+
+def _refuse_if_an_appliance_replicates(project: Project, server: str) -> None:
+    """An appliance's server cycles on the appliance: a cycle here would take a number its chain
+    needs (and the service holds the server's cycle lock, so it would only fail after the lock's
+    wait). Say so at once, with the way that works."""
+    with project.db.unit() as u:
+        owner = next((a.name for a in Appliances(u.connection).all() if server in a.servers), None)
+    if owner is not None:
+        raise ConflictError(f"server {server} is replicated by appliance {owner}; the service does not run its cycles",
+                            hint=f"queue a command for the appliance: POST /api/v1/appliances/{owner}/commands "
+                                 '{"server": "' + server + '", "kind": "cycle"}')
