@@ -11,7 +11,7 @@ bytes into the local cache, on the same disk, in one run. Prints figures; not a 
 
 Both rates are MB/s (10**6 bytes per second) of *data* bytes. Target: mover ≥ 1.0× the cycle.
 
-    .venv/bin/python bench/mover.py [--size-gib 8] [--workdir DIR] [--dd] [--no-cold-source] [--json]
+    .venv/bin/python bench/mover.py [--size-gib 8] [--workdir DIR] [--dd] [--no-cold-source] [--settle S] [--json]
 
 ``measure_vs_initial(tmp)`` is the same measurement as a function (bench/appliance.py uses it).
 """
@@ -35,6 +35,7 @@ from benchimage import MIB, log, make_image
 MiB = MIB
 GIB = 1 << 30
 TARGET_RATIO = 1.0
+SETTLE_SECONDS = 20.0
 
 
 def dd_write(path: Path, size: int) -> float:
@@ -72,8 +73,15 @@ def _initial_cycle(work: Path, img: Path, name: str) -> tuple[Any, float]:
     return project, time.perf_counter() - t0
 
 
+def _settle(seconds: float) -> None:
+    """Let the disk finish what earlier steps wrote (here a virtio disk whose host absorbs bursts
+    and flushes them later): each timed step then starts on an idle disk."""
+    subprocess.run(["sync"], check=False)
+    time.sleep(seconds)
+
+
 def measure_vs_initial(tmp: Path, *, size: int = 8 * GIB, seed: int = 1234, cold_source: bool = True,
-                       dd: bool = False) -> dict[str, Any]:
+                       dd: bool = False, settle: float = SETTLE_SECONDS) -> dict[str, Any]:
     """In ``tmp`` (one filesystem): the initial cycle of a ``size`` disk (60% data) into a local
     cache, then the mover applying it onto a local replica; both as MB/s of data, and their ratio.
 
@@ -93,11 +101,12 @@ def measure_vs_initial(tmp: Path, *, size: int = 8 * GIB, seed: int = 1234, cold
         img = work / "disk.raw"
         log(f"making a {size / GIB:.1f} GiB image")
         data_bytes = make_image(img, size, seed)
+        _settle(settle)
         log("initial cycle (source in the page cache)")
         project, cycle_s = _initial_cycle(work, img, "proj")
         figures: dict[str, Any] = {"image_bytes": size, "data_bytes": data_bytes}
         try:
-            subprocess.run(["sync"], check=False)
+            _settle(settle)
             log("mover")
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
@@ -108,6 +117,7 @@ def measure_vs_initial(tmp: Path, *, size: int = 8 * GIB, seed: int = 1234, cold
             project.close()
         if cold_source:  # after the mover, so that deleting its 5 GB of packs cannot slow the mover
             _evict(img)
+            _settle(settle)
             log("initial cycle (source evicted from the page cache), into a second project")
             other, cold_s = _initial_cycle(work, img, "proj-cold")
             other.close()
@@ -143,11 +153,13 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     ap.add_argument("--dd", action="store_true", help="also time dd conv=fdatasync of the data's size")
     ap.add_argument("--no-cold-source", action="store_true", help="skip the initial cycle from a cold source")
+    ap.add_argument("--settle", type=float, default=SETTLE_SECONDS,
+                    help="seconds of quiet (after sync) before each timed step")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
     figures = measure_vs_initial(args.workdir, size=int(args.size_gib * GIB), dd=args.dd,
-                                 cold_source=not args.no_cold_source)
+                                 cold_source=not args.no_cold_source, settle=args.settle)
     figures["load_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     if args.json:
         print(json.dumps(figures, indent=2))

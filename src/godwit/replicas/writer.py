@@ -9,8 +9,9 @@ ordinary descriptor. Buffers are split only at aligned offsets, so the unaligned
 where the caller's writes had a gap. Filesystems that refuse direct I/O (tmpfs: EINVAL at open or
 at the first write) get ordinary writes of the same large buffers.
 
-Memory is bounded by ``BUFFERS`` buffers per file. Writes are applied in the order they were
-made (one thread, FIFO), so a later write of the same bytes wins. Nothing is durable before
+Memory is bounded by ``BUFFERS`` buffers per file. ``THREADS`` threads write buffers in the order
+they were filled; a buffer waits while an earlier one on the same pages is being written, so a
+later write of the same bytes always wins. Nothing is durable before
 :meth:`AlignedWriter.flush` returns and the caller fsyncs; the first failure is raised by the next
 call.
 """
@@ -28,7 +29,8 @@ from pathlib import Path
 
 ALIGN = 4096
 BUFFER = 8 << 20
-BUFFERS = 3
+BUFFERS = 4
+THREADS = 2  # two direct writes in flight kept this virtio disk busier than one (docs/benchmarks.md)
 
 
 @dataclass
@@ -37,6 +39,10 @@ class _Run:
     base: int  # file offset of buf[0]; a multiple of ALIGN
     start: int
     end: int
+    seq: int = 0
+
+    def pages(self) -> tuple[int, int]:
+        return self.base, -(-self.end // ALIGN) * ALIGN
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
@@ -47,7 +53,7 @@ def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
 
 class AlignedWriter:
     def __init__(self, path: Path, fd: int, *, buffer: int = BUFFER, buffers: int = BUFFERS,
-                 direct: bool = True) -> None:
+                 threads: int = THREADS, direct: bool = True) -> None:
         self._path = path
         self._fd = fd
         self._size = buffer // ALIGN * ALIGN
@@ -58,7 +64,12 @@ class AlignedWriter:
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         self._todo: queue.Queue[_Run | None] = queue.Queue()
         self._cur: _Run | None = None
-        self._thread: threading.Thread | None = None
+        self._nthreads = max(1, threads)
+        self._threads: list[threading.Thread] = []
+        self._seq = 0
+        self._busy: dict[int, tuple[int, int]] = {}  # runs queued or being written: seq -> their pages
+        self._lock = threading.Condition()
+        self._fd_lock = threading.Lock()
         self._error: OSError | None = None
         self.direct_bytes = 0  # how much went around the page cache (for tests and benchmarks)
 
@@ -85,7 +96,7 @@ class AlignedWriter:
         """Wait until every write made so far is in the file (not yet fsynced); raise the first
         failure."""
         self._submit()
-        if self._thread is not None:
+        if self._threads:
             self._todo.join()
         self._raise()
 
@@ -98,10 +109,11 @@ class AlignedWriter:
     def close(self) -> None:
         """Write out what is pending (failures dropped: nothing unsealed is promised), stop."""
         self.reset()
-        if self._thread is not None:
+        for _ in self._threads:
             self._todo.put(None)
-            self._thread.join()
-            self._thread = None
+        for t in self._threads:
+            t.join()
+        self._threads = []
         if self._dfd is not None:
             os.close(self._dfd)
             self._dfd = None
@@ -118,7 +130,7 @@ class AlignedWriter:
             try:
                 return self._free.get(timeout=1.0)
             except queue.Empty:
-                if self._thread is None or not self._thread.is_alive():
+                if not any(t.is_alive() for t in self._threads):
                     raise OSError(errno.EIO, "replica writer stopped") from None
 
     def _submit(self) -> None:
@@ -128,10 +140,15 @@ class AlignedWriter:
         if cur.end == cur.start:
             self._free.put(cur.buf)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"replica-writer {self._path.name}",
-                                            daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._loop, name=f"replica-writer {self._path.name}",
+                                              daemon=True) for _ in range(self._nthreads)]
+            for t in self._threads:
+                t.start()
+        self._seq += 1
+        cur.seq = self._seq
+        with self._lock:  # registered before it is queued: a later run cannot miss it
+            self._busy[cur.seq] = cur.pages()
         self._todo.put(cur)
 
     # -- the writer thread -------------------------------------------------------------------------
@@ -142,31 +159,49 @@ class AlignedWriter:
             if run is None:
                 self._todo.task_done()
                 return
+            self._wait_for_earlier(run)
             try:
                 if self._error is None:
                     self._write_run(run)
             except OSError as exc:
                 self._error = exc
             finally:
+                with self._lock:
+                    del self._busy[run.seq]
+                    self._lock.notify_all()
                 self._free.put(run.buf)
                 self._todo.task_done()
 
+    def _wait_for_earlier(self, run: _Run) -> None:
+        """Block while a run queued before this one, on any of the same pages, is unwritten."""
+        lo, hi = run.pages()
+
+        def clear() -> bool:
+            return all(b <= lo or a >= hi for s, (a, b) in self._busy.items() if s < run.seq)
+
+        with self._lock:
+            self._lock.wait_for(clear)
+
     def _direct_fd(self) -> int | None:
-        if self._dfd is None and self._direct:
-            try:
-                dfd = os.open(self._path, os.O_WRONLY | os.O_DIRECT | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                self._direct = False  # tmpfs and friends: ordinary writes from here on
-                return None
-            a, b = os.fstat(dfd), os.fstat(self._fd)
-            if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):  # the name was replaced: not ours
-                os.close(dfd)
-                self._direct = False
-                return None
-            self._dfd = dfd
-        return self._dfd
+        with self._fd_lock:  # two writer threads may get here first together
+            if self._dfd is None and self._direct:
+                self._dfd = self._open_direct()
+            return self._dfd if self._direct else None
+
+    def _open_direct(self) -> int | None:
+        try:
+            dfd = os.open(self._path, os.O_WRONLY | os.O_DIRECT | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            self._direct = False  # refused at open: ordinary writes from here on
+            return None
+        a, b = os.fstat(dfd), os.fstat(self._fd)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):  # the name was replaced: not ours
+            os.close(dfd)
+            self._direct = False
+            return None
+        return dfd
 
     def _write_run(self, run: _Run) -> None:
         view = memoryview(run.buf)
@@ -176,13 +211,13 @@ class AlignedWriter:
         if dfd is not None:
             try:
                 _pwrite_all(dfd, view[lo - run.base:hi - run.base], lo)
-                self.direct_bytes += hi - lo
+                with self._fd_lock:
+                    self.direct_bytes += hi - lo
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                self._direct = False  # refused at the first write: the ordinary path, same bytes
-                os.close(dfd)
-                self._dfd = None
+                with self._fd_lock:  # refused at a write: the ordinary path, same bytes (the
+                    self._direct = False  # descriptor stays open until close: another thread may hold it)
                 dfd = None
         if dfd is None:
             _pwrite_all(self._fd, view[run.start - run.base:run.end - run.base], run.start)
