@@ -7,11 +7,14 @@ bytes into the local cache, on the same disk, in one run. Prints figures; not a 
    every pack, write the sparse replica, fsync, seal recovery point 1, release the cache), timed;
 4. optionally the same initial cycle into a second project with the image evicted from the page
    cache first (so that it reads the disk as the mover does), timed;
-5. optionally (``--dd``) ``dd if=/dev/zero bs=4M conv=fdatasync`` of the data's size beside it.
+5. optionally (``--delta``) a delta cycle's apply onto a replica whose old data is cold: 800 MiB
+   rewritten in scattered 1 MiB pieces of a 4 GiB image (the undo journal reads the old bytes);
+6. optionally (``--dd``) ``dd if=/dev/zero bs=4M conv=fdatasync`` of the data's size beside it.
 
 Both rates are MB/s (10**6 bytes per second) of *data* bytes. Target: mover ≥ 1.0× the cycle.
 
-    .venv/bin/python bench/mover.py [--size-gib 8] [--workdir DIR] [--dd] [--no-cold-source] [--settle S] [--json]
+    .venv/bin/python bench/mover.py [--size-gib 8] [--workdir DIR] [--dd] [--no-cold-source]
+        [--settle S] [--delta] [--json]
 
 ``measure_vs_initial(tmp)`` is the same measurement as a function (bench/appliance.py uses it).
 """
@@ -147,6 +150,47 @@ def measure_vs_initial(tmp: Path, *, size: int = 8 * GIB, seed: int = 1234, cold
         shutil.rmtree(work, ignore_errors=True)
 
 
+def measure_delta(tmp: Path, *, size: int = 4 * GIB, change: int = 800 * MiB, seed: int = 7,
+                  settle: float = 10.0) -> dict[str, Any]:
+    """A delta cycle's apply, where the undo journal matters: a ``size`` image (60% data) replicated
+    and applied, then ``change`` bytes rewritten in scattered 1 MiB pieces, a delta cycle, the
+    replica evicted from the page cache (its old data is cold, as in an appliance), and the mover
+    applying the delta (undo journal of the old bytes, writes, seal, release), timed."""
+    import random
+
+    from godwit.engine import lifecycle as replication
+    from godwit.engine.mover import apply_server
+
+    work = Path(tempfile.mkdtemp(prefix="godwit-bench-mover-delta-", dir=tmp))
+    try:
+        img = work / "disk.raw"
+        make_image(img, size, seed)
+        project, _ = _initial_cycle(work, img, "proj")
+        try:
+            apply_server(project, "bench")
+            rng = random.Random(seed)
+            fd = os.open(img, os.O_WRONLY)
+            try:
+                for _ in range(change // MiB):
+                    os.pwrite(fd, os.urandom(MiB), rng.randrange(size // MiB) * MiB)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            replication.cycle(project, "bench")
+            for f in project.replicas_dir.rglob("*.img"):
+                _evict(f)
+            _settle(settle)
+            t0 = time.perf_counter()
+            apply_server(project, "bench")
+            seconds = time.perf_counter() - t0
+        finally:
+            project.close()
+        return {"delta_bytes": change, "delta_apply_seconds": round(seconds, 3),
+                "delta_apply_mb_s": round(change / seconds / 1e6, 1)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-gib", type=float, default=8.0)
@@ -155,11 +199,14 @@ def main() -> int:
     ap.add_argument("--no-cold-source", action="store_true", help="skip the initial cycle from a cold source")
     ap.add_argument("--settle", type=float, default=SETTLE_SECONDS,
                     help="seconds of quiet (after sync) before each timed step")
+    ap.add_argument("--delta", action="store_true", help="also time a delta cycle's apply (undo journal)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
     figures = measure_vs_initial(args.workdir, size=int(args.size_gib * GIB), dd=args.dd,
                                  cold_source=not args.no_cold_source, settle=args.settle)
+    if args.delta:
+        figures.update(measure_delta(args.workdir))
     figures["load_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     if args.json:
         print(json.dumps(figures, indent=2))
