@@ -56,7 +56,7 @@ class AlignedWriter:
                  threads: int = THREADS, direct: bool = True) -> None:
         self._path = path
         self._fd = fd
-        self._size = buffer // ALIGN * ALIGN
+        self._size = max(ALIGN, buffer // ALIGN * ALIGN)
         self._direct = direct
         self._dfd: int | None = None  # opened on the first aligned write
         self._nbuf = max(1, buffers)
