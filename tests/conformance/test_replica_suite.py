@@ -158,3 +158,25 @@ def test_unaligned_and_zero_writes(factory: Factory) -> None:
     assert _read_all(r, 2) == bytes(m.data)
     assert _read_all(r, 1) == point1  # the edge pages patched in cycle 2 are copies, not shared
     r.close()
+
+
+def test_writes_behind_in_order_and_copy_the_caller_buffer(factory: Factory) -> None:
+    """write() may queue, but the caller's buffer is free once it returns, and a later write or
+    zero of the same bytes wins over an earlier one still queued."""
+    r = factory("conf-behind")
+    size = 2 * MiB
+    r.begin(1, [(0, size)], size)
+    buf = bytearray(b"\x11" * MiB)
+    r.write(0, buf)
+    buf[:] = b"\x99" * MiB  # reused by the caller: must not reach the disk
+    r.write(MiB - 4096, b"\x22" * 8192)  # over the end of the queued write
+    r.write(MiB + 4096, b"\x33" * 65536)
+    r.zero(MiB + 8192, 4096)  # inside the queued write above
+    r.seal(1)
+    expected = bytearray(size)
+    expected[0:MiB] = b"\x11" * MiB
+    expected[MiB - 4096:MiB + 4096] = b"\x22" * 8192
+    expected[MiB + 4096:MiB + 4096 + 65536] = b"\x33" * 65536
+    expected[MiB + 8192:MiB + 12288] = bytes(4096)
+    assert _read_all(r, 1) == bytes(expected)
+    r.close()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
-from godwit.engine.reader import iter_writes, load_manifest
+from godwit.engine.reader import iter_packs, load_manifest
 from godwit.errors import ConflictError, CorruptObjectError, GodwitError, ObjectMissingError, ReplicaError
 from godwit.format.keys import pack_key
 from godwit.project.project import Project
@@ -25,7 +27,9 @@ from godwit.state.locks import server_lock
 
 log = logging.getLogger("godwit.mover")
 
-ProgressFn = Callable[[int, int, int], None]
+ProgressFn = Callable[[int, int, int], None]  # (disk index, bytes done of all disks, total)
+T = TypeVar("T")
+MAX_PARALLEL_DISKS = 8
 
 
 @dataclass
@@ -38,6 +42,19 @@ class ApplyResult:
 def _ranges(m_disk: object) -> list[tuple[int, int]]:
     d = m_disk
     return [(e.offset, e.length) for e in d.extents] + list(d.zeros)  # type: ignore[attr-defined]
+
+
+def _each(items: Sequence[T], fn: Callable[[T], None]) -> None:
+    """``fn`` on every item, in parallel threads (disks of one server); the first error raised
+    after all have finished."""
+    if len(items) <= 1:
+        for it in items:
+            fn(it)
+        return
+    with ThreadPoolExecutor(min(len(items), MAX_PARALLEL_DISKS), thread_name_prefix="godwit-disk") as pool:
+        futures = [pool.submit(fn, it) for it in items]
+    for f in futures:
+        f.result()
 
 
 def release_cache(project: Project, server: Server) -> None:
@@ -116,23 +133,24 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
         raise CorruptObjectError(f"cycle {number} of {server.name} has {len(m.disks)} disks, the server "
                                  f"{len(replicas)}")
     log.info("%s: applying cycle %d (%d disk(s))", server.name, number, len(m.disks))
-    for d in m.disks:
-        replicas[d.index].begin(number, _ranges(d), d.size)
+    _each(m.disks, lambda d: replicas[d.index].begin(number, _ranges(d), d.size))
     total = sum(e.length for d in m.disks for e in d.extents)
     done = 0
     try:
-        for w in iter_writes(project.store, m):
-            r = replicas[w.disk]
-            if w.data is None:
-                r.zero(w.offset, w.length)
-            else:
-                r.write(w.offset, w.data)
-                done += w.length
-                if progress is not None:
-                    progress(w.disk, done, total)
+        # The replicas write behind (each disk its own writer thread), so the disks are written in
+        # parallel while the reader fetches and verifies the next packs.
+        for batch in iter_packs(project.store, m):
+            for w in batch:
+                r = replicas[w.disk]
+                if w.data is None:
+                    r.zero(w.offset, w.length)
+                else:
+                    r.write(w.offset, w.data)  # copied: the pack can go once its batch is done
+                    done += w.length
+                    if progress is not None:
+                        progress(w.disk, done, total)
     except (CorruptObjectError, ObjectMissingError) as exc:
-        for d in m.disks:
-            replicas[d.index].abort(number)
+        _each(m.disks, lambda d: replicas[d.index].abort(number))  # every disk of the cycle
         msg = f"cycle {number} cannot be applied: {exc.message}"
         with db.unit() as u:
             u.servers.flag_disks(server.id, msg)
@@ -140,8 +158,7 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
                          cycle=number)
         raise type(exc)(msg, hint="the replicas are unchanged at their last recovery point; "
                                   f"run `godwit replicate resync {server.name}` to resend the changes") from None
-    for d in m.disks:
-        replicas[d.index].seal(number)
+    _each(m.disks, lambda d: replicas[d.index].seal(number))  # one fsync per disk, in parallel
     now = time.time()
     with db.unit() as u:  # the point and its cycle's new state together, or neither
         u.points.record(server.id, number, sealed=now, consistency=m.consistency,

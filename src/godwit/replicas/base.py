@@ -12,9 +12,12 @@ Contract (checked by ``tests/conformance/test_replica_suite.py`` for every imple
   when called again for the same ``number`` after a partial apply, it keeps what it saved the
   first time and never saves partially applied data.
 - ``write(offset, data)`` and ``zero(offset, length)`` change the live disk; any offset and length
-  within ``size`` (implementations align internally).
-- ``seal(number)`` makes every write durable; afterwards the live disk *is* recovery point
-  ``number`` and ``points()`` includes it.
+  within ``size`` (implementations align internally). They MAY write behind (both implementations
+  do): the caller may reuse ``data`` once ``write`` returns, later calls see the effect of earlier
+  ones in order (a later write or zero of the same bytes wins), ``begin``, ``seal`` and ``abort``
+  wait for everything queued, and a queued write's failure is raised by a later call.
+- ``seal(number)`` makes every write durable (one fsync or flush per disk, not one per write);
+  afterwards the live disk *is* recovery point ``number`` and ``points()`` includes it.
 - ``release(number)`` forgets recovery point ``number`` (idempotent); the live one cannot be
   released.
 - ``open_point(number)`` reads a sealed, unreleased recovery point while later cycles may be
