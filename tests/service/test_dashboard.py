@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from godwit.project.project import open_project
+from godwit.state.network import NetworkRecords
 from tests.service.harness import Service, create_token, done
 
 pytestmark = pytest.mark.both_databases
@@ -37,9 +38,19 @@ def test_sign_in_page_and_live_stream(service: Service, admin: str) -> None:
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
         html = c.get("/ui").text
         assert '<span id="data-path">a local folder (no network)</span>' in html
+        assert '<span id="network-check">never run</span>' in html
         assert 'data-server="web"' in html and 'data-server="db"' in html and "<caption>Servers</caption>" in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in html and "<script>alert" not in html
         assert c.get("/api/v1/servers").status_code == 401  # the cookie opens the dashboard only
+        p = open_project(service.project)
+        try:
+            with p.db.unit() as u:
+                NetworkRecords(u.connection).record_check(ok=False, data_plane="private-endpoint",
+                                                          failed=["dns <b>cname</b>"])
+        finally:
+            p.close()
+        html = c.get("/ui").text
+        assert '<span id="network-check">FAILED at ' in html and ": dns &lt;b&gt;cname&lt;/b&gt;</span>" in html
     with service.client(admin) as api:
         done(api, api.put("/api/v1/replications/web", json={"enabled": True}))
     with httpx.Client(base_url=service.url, cookies={"godwit_token": reader}, timeout=30) as c, \

@@ -123,7 +123,7 @@ def login(project: str, failed: bool = False) -> str:
 
 
 def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *, actions: bool = False,
-              data_path: str = "") -> str:
+              data_path: str = "", network_check: str = "") -> str:
     from godwit.service.dashboard.actions import buttons
 
     rows = []
@@ -150,6 +150,7 @@ def dashboard(project: str, servers: list[ServerStatus], events: list[Event], *,
         table = "<p>No servers yet.</p>"
     items = "".join(f'<li class="{escape(e.level)}">{escape(event_text(e))}</li>' for e in events)
     return page(f"godwit {project}", f"""<h1>godwit — {escape(project)}</h1>
-<p>Data plane to the cache store: <span id="data-path">{escape(data_path)}</span></p>
+<p>Data plane to the cache store: <span id="data-path">{escape(data_path)}</span>;
+last network check: <span id="network-check">{escape(network_check)}</span></p>
 <p>Updated <span id="updated" aria-live="polite">{time.strftime("%H:%M:%S")}</span></p>
 {table}<h2>Recent events</h2><ul id="events" aria-label="recent events">{items}</ul>""", live=True)

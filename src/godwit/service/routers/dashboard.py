@@ -25,6 +25,7 @@ from godwit.service.dashboard import actions, page
 from godwit.service.operations import submit
 from godwit.service.progress import LiveProgress
 from godwit.service.routers.servers import ServerName
+from godwit.state.network import NetworkRecords
 from godwit.state.tokens import Tokens, TokenView
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -68,7 +69,8 @@ def dashboard(request: Request, project: Project = Depends(project_of)) -> Respo
     if who is None:
         return RedirectResponse("/ui/login", status_code=303)
     return HTMLResponse(page.dashboard(project.config.name, lifecycle.status(project), project.db.events(None, EVENTS),
-                                       actions=RANK[who.role] >= RANK["operator"], data_path=data_path(project)))
+                                       actions=RANK[who.role] >= RANK["operator"], data_path=data_path(project),
+                                       network_check=network_check(project)))
 
 
 def data_path(project: Project) -> str:
@@ -84,6 +86,20 @@ def data_path(project: Project) -> str:
         return router.route(url).path
     except GodwitError as exc:
         return f"refused: {exc.message}"
+
+
+def network_check(project: Project) -> str:
+    """When `godwit network check` last ran and what it found (the private path is only trusted
+    after one passed: a DNS change makes the next cycle refuse until it does)."""
+    with project.db.unit() as u:
+        check = NetworkRecords(u.connection).last_check()
+    if not check or not isinstance(check.get("at"), (int, float)):
+        return "never run"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(check["at"]))
+    if check.get("ok"):
+        return f"passed at {when}"
+    failed = [str(f) for f in check.get("failed") or []]
+    return f"FAILED at {when}" + (f": {', '.join(failed)}" if failed else "")
 
 
 def _operator(request: Request, project: Project) -> TokenView | Response:
