@@ -1,0 +1,93 @@
+"""What the appliance loop's scheduler needs from the state, and what it tells status.
+
+``candidates`` reads every enabled server, its disk count and its newest commit in one unit of
+work (two grouped queries, not two per server: issue 13.4). ``write``/``read`` keep the live
+schedule in ``state/schedule.json`` (a small file, replaced atomically, written only when it
+changes), so `replicate status` in another process can say what runs, what waits and why; it is
+trusted only while the loop that wrote it is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from godwit.engine.scheduler import Candidate, Scheduler
+from godwit.project.project import Project
+from godwit.state import schema as t
+
+SCHEDULE_FILE = "schedule.json"
+ENABLED = ("replicating", "paused")
+
+
+def candidates(project: Project) -> list[Candidate]:
+    """Every server whose replication is enabled, with its disk count and newest commit."""
+    with project.db.unit() as u:
+        c = u.connection
+        servers = [(r.id, r.name) for r in c.execute(
+            select(t.servers.c.id, t.servers.c.name).where(t.servers.c.state.in_(ENABLED)).order_by(t.servers.c.id))]
+        ndisks = {r[0]: int(r[1]) for r in c.execute(
+            select(t.disks.c.server_id, func.count()).group_by(t.disks.c.server_id))}
+        last = {r[0]: r[1] for r in c.execute(
+            select(t.cycles.c.server_id, func.max(t.cycles.c.committed))
+            .where(t.cycles.c.state.in_(("committed", "applied"))).group_by(t.cycles.c.server_id))}
+    return [Candidate(name, ndisks.get(sid, 0), float(last[sid]) if last.get(sid) is not None else None)
+            for sid, name in servers]
+
+
+def _path(project: Project) -> Path:
+    return project.state_dir / SCHEDULE_FILE
+
+
+class ScheduleFile:
+    """The loop's side: rewrite the file when the schedule changes, remove it at the end."""
+
+    def __init__(self, project: Project) -> None:
+        self.path = _path(project)
+        self._last: dict[str, Any] | None = None
+
+    def write(self, sched: Scheduler) -> None:
+        slots = {s.server: {"state": s.state, "reason": s.reason} for s in sched.slots()}
+        doc = {"format": 1, "pid": os.getpid(), "parallel_disks": sched.parallel_disks,
+               "in_flight": sched.in_flight, "servers": slots}
+        if doc == self._last:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps({**doc, "updated": time.time()}))
+            os.replace(tmp, self.path)
+            self._last = doc
+        except OSError:  # status loses a hint; the loop goes on
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read(project: Project) -> dict[str, str]:
+    """Per server, what the running loop's scheduler says (empty when no loop runs)."""
+    try:
+        doc = json.loads(_path(project).read_text())
+        if doc.get("format") != 1 or not isinstance(doc.get("pid"), int) or not _alive(doc["pid"]):
+            return {}
+        return {str(name): f"{v['reason']}" for name, v in doc["servers"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # no loop, or a file being replaced: no schedule to show
