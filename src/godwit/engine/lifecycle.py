@@ -126,7 +126,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     board = ScheduleFile(project)
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="godwit-cycle")
     running: dict[Future[_JobResult], str] = {}
-    last_round = 0.0
+    last_round = last_sweep = 0.0
     try:
         while True:
             if not stop_event.is_set():
@@ -135,8 +135,9 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
             board.write(sched)
             if not running and (stop_event.is_set() or sched.idle()):
                 break
-            if not running and local and time.monotonic() - last_round >= 1.0:
-                report.applied += _run_mover(project, report, on_error)  # e.g. stopped servers' cycles
+            if not running and local and time.monotonic() - last_sweep >= max(interval, 10.0):
+                last_sweep = time.monotonic()  # e.g. stopped servers' cycles, an apply that failed
+                report.applied += _run_mover(project, report, on_error)
             if time.monotonic() - last_round >= 1.0:
                 last_round = time.monotonic()
                 project.tick_windows()  # a window that passed with nothing sent is logged too
@@ -178,7 +179,7 @@ def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None,
     except GodwitError as exc:
         out.error = exc
         return out
-    if local and project.db.cycles(project.db.server(name).id, ("committed",)):
+    if local:  # the cycle just committed: there is something to apply
         from godwit.engine.mover import apply_server
 
         try:
@@ -223,6 +224,8 @@ def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, Go
     except ImportError:  # the mover is optional for the appliance loop
         return 0
     applied = 0
+    if not schedule_state.with_committed(project):
+        return 0  # one query instead of one per server
     for name, res in run_mover(project).items():
         if isinstance(res, GodwitError):
             report.errors.append((name, res))

@@ -41,6 +41,14 @@ def candidates(project: Project) -> list[Candidate]:
             for sid, name in servers]
 
 
+def with_committed(project: Project) -> list[str]:
+    """Servers with committed cycles the mover has not applied yet."""
+    with project.db.unit() as u:
+        return [r[0] for r in u.connection.execute(
+            select(t.servers.c.name).where(t.servers.c.id.in_(
+                select(t.cycles.c.server_id).where(t.cycles.c.state == "committed"))).order_by(t.servers.c.id))]
+
+
 def _path(project: Project) -> Path:
     return project.state_dir / SCHEDULE_FILE
 

@@ -75,12 +75,13 @@ def record_disks(db: StateDB, cyc: Cycle, works: list[DiskWork]) -> None:
 
 
 def mark_committed(db: StateDB, hashes_dir: Path, server: Server, cyc: Cycle, m: manifest.Manifest,
-                   stats: dict[str, float | int]) -> None:
+                   stats: dict[str, float | int], disk_uids: list[str] | None = None) -> None:
+    """``disk_uids``: the server's disks when the caller has them (saves a query per cycle)."""
     key = manifest_key(server.uid, cyc.number)
     cycles.mark_committed(db, cyc.id, server.id, manifest_key=key, consistency=m.consistency,
                           disk_sizes={d.index: d.size for d in m.disks}, stats=stats)
-    for disk in db.disks(server.id):  # a resync's forced ranges are in this cycle now
-        hashstore.clear_forced(hashes_dir, disk.uid)
+    for uid in disk_uids if disk_uids is not None else [d.uid for d in db.disks(server.id)]:
+        hashstore.clear_forced(hashes_dir, uid)  # a resync's forced ranges are in this cycle now
     log.info("%s cycle %d committed: %s", server.name, cyc.number, key)
     db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
              server=server.name, cycle=cyc.number)
