@@ -124,15 +124,16 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     project.store  # noqa: B018 -- made here, once: every cycle thread shares it (and its throttle)
     project.store_id()
     board = ScheduleFile(project)
+    known = schedule_state.Candidates(project)
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="godwit-cycle")
     running: dict[Future[_JobResult], str] = {}
     last_round = last_sweep = 0.0
     try:
         while True:
             if not stop_event.is_set():
-                for name in sched.pick(schedule_state.candidates(project)):
+                for name in sched.pick(known.get()):
                     running[pool.submit(_job, project, name, progress_for, local)] = name
-            board.write(sched)
+            board.write(sched, at_most_every=0.0 if not running else 1.0)
             if not running and (stop_event.is_set() or sched.idle()):
                 break
             if not running and local and time.monotonic() - last_sweep >= max(interval, 10.0):
@@ -152,7 +153,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
                 done = set()
             for fut in done:
                 name = running.pop(fut)
-                _finish(project, sched, report, name, fut, on_cycle, on_error)
+                if _finish(project, sched, report, name, fut, on_cycle, on_error):
+                    known.committed(name)
         if local:
             report.applied += _run_mover(project, report, on_error)
         project.tick_windows()
@@ -193,7 +195,8 @@ def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None,
 
 def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, fut: Future[_JobResult],
             on_cycle: Callable[[CycleResult], None] | None,
-            on_error: Callable[[str, GodwitError], None] | None) -> None:
+            on_error: Callable[[str, GodwitError], None] | None) -> bool:
+    """Report one job's end; whether its cycle committed."""
     try:
         res = fut.result()
     except Exception as exc:  # a bug, not a GodwitError: report it, back the server off, go on
@@ -205,7 +208,7 @@ def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, f
         project.db.event("error", res.error.message, server=name)
         if on_error:
             on_error(name, res.error)
-        return
+        return False
     sched.finished(name)
     if res.cycle is not None:
         report.cycles.append(res.cycle)
@@ -216,6 +219,7 @@ def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, f
         report.errors.append((name, res.apply_error))
         if on_error:
             on_error(name, res.apply_error)
+    return True
 
 
 def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:

@@ -10,7 +10,9 @@ trusted only while the loop that wrote it is alive.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -41,6 +43,27 @@ def candidates(project: Project) -> list[Candidate]:
             for sid, name in servers]
 
 
+class Candidates:
+    """``candidates`` read at most once a second; in between, a commit the loop saw is noted in
+    memory (a round of 200 servers would otherwise read them 200 times)."""
+
+    def __init__(self, project: Project, max_age: float = 1.0) -> None:
+        self.project = project
+        self.max_age = max_age
+        self._rows: list[Candidate] = []
+        self._at = -math.inf
+
+    def get(self) -> list[Candidate]:
+        if time.monotonic() - self._at >= self.max_age:
+            self._rows = candidates(self.project)
+            self._at = time.monotonic()
+        return self._rows
+
+    def committed(self, name: str) -> None:
+        now = time.time()
+        self._rows = [dataclasses.replace(c, last_commit=now) if c.name == name else c for c in self._rows]
+
+
 def with_committed(project: Project) -> list[str]:
     """Servers with committed cycles the mover has not applied yet."""
     with project.db.unit() as u:
@@ -59,8 +82,11 @@ class ScheduleFile:
     def __init__(self, project: Project) -> None:
         self.path = _path(project)
         self._last: dict[str, Any] | None = None
+        self._written = -math.inf
 
-    def write(self, sched: Scheduler) -> None:
+    def write(self, sched: Scheduler, *, at_most_every: float = 0.0) -> None:
+        if time.monotonic() - self._written < at_most_every:
+            return
         slots = {s.server: {"state": s.state, "reason": s.reason} for s in sched.slots()}
         doc = {"format": 1, "pid": os.getpid(), "parallel_disks": sched.parallel_disks,
                "in_flight": sched.in_flight, "servers": slots}
@@ -71,6 +97,7 @@ class ScheduleFile:
             tmp.write_text(json.dumps({**doc, "updated": time.time()}))
             os.replace(tmp, self.path)
             self._last = doc
+            self._written = time.monotonic()
         except OSError:  # status loses a hint; the loop goes on
             with contextlib.suppress(OSError):
                 tmp.unlink()
