@@ -24,6 +24,7 @@ scheduler"):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,11 @@ from dataclasses import dataclass, field
 BACKOFF_BASE = 15.0
 #: ... up to this.
 BACKOFF_CAP = 900.0
+
+
+def _at(t: float) -> str:
+    """A time of the clock for a person (UTC; the loop's clock is time.time)."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t))
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ class Scheduler:
                 continue
             if t.backoff_until is not None and now < t.backoff_until:
                 t.due_since = None
-                self._reasons[c.name] = f"backing off after error until {t.backoff_until:.0f}"
+                self._reasons[c.name] = f"backing off after error until {_at(t.backoff_until)}"
                 continue
             next_at = self._next_start(t)
             if next_at is None:
@@ -135,7 +141,7 @@ class Scheduler:
                 continue
             if now < next_at:
                 t.due_since = None
-                self._reasons[c.name] = f"idle: next cycle due at {next_at:.0f}"
+                self._reasons[c.name] = f"idle: next cycle due at {_at(next_at)}"
                 continue
             if t.due_since is None:
                 t.due_since = max(next_at, t.backoff_until or next_at) if t.last_start is not None else now
@@ -216,7 +222,7 @@ class Scheduler:
             t.failures += 1
             t.last_error = error
             t.backoff_until = now + min(self.backoff_cap, self.backoff_base * 2 ** (t.failures - 1))
-            self._reasons[name] = f"backing off after error until {t.backoff_until:.0f}"
+            self._reasons[name] = f"backing off after error until {_at(t.backoff_until)}"
 
     # -- what the loop and status want to know ---------------------------------------------------------
 
@@ -259,7 +265,7 @@ class Scheduler:
                 state = "running"
             elif t.backoff_until is not None and self.clock() < t.backoff_until:
                 state = "backoff"
-                reason = f"backing off after error until {t.backoff_until:.0f}"
+                reason = f"backing off after error until {_at(t.backoff_until)}"
             elif reason.startswith("waiting") or reason.startswith("initial"):
                 state = "waiting"
             elif reason.startswith("done"):
