@@ -152,3 +152,18 @@ def test_a_server_no_longer_enabled_is_forgotten() -> None:
 def test_a_budget_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Scheduler(0, 60, clock=Clock())
+
+
+def test_parallel_disks_is_configured_and_validated() -> None:
+    from godwit.config.model import default_parallel_disks, parse
+    from godwit.errors import ConfigError
+
+    assert parse({}).replication.parallel_disks == default_parallel_disks() >= 2
+    assert parse({"replication": {"parallel_disks": 7}}).replication.parallel_disks == 7
+    for bad in (0, 201, "4", True):
+        with pytest.raises(ConfigError, match="parallel_disks") as info:
+            parse({"replication": {"parallel_disks": bad}})
+        assert bad in (0, 201) or "must be" in info.value.message
+    with pytest.raises(ConfigError) as info:
+        parse({"replication": {"parallel_disks": 0}})
+    assert info.value.hint and "default" in info.value.hint
