@@ -68,6 +68,10 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
     return result
 
 
+#: The cycles a long-running loop's report keeps (the newest): every one is in the state anyway.
+REPORT_KEEPS = 1000
+
+
 @dataclass
 class LoopReport:
     cycles: list[CycleResult] = field(default_factory=list)
@@ -212,6 +216,8 @@ def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, f
     sched.finished(name)
     if res.cycle is not None:
         report.cycles.append(res.cycle)
+        if len(report.cycles) > 2 * REPORT_KEEPS:  # a loop that runs for weeks keeps the newest only
+            del report.cycles[:-REPORT_KEEPS]
         if on_cycle:
             on_cycle(res.cycle)
     report.applied += res.applied
