@@ -275,8 +275,8 @@ def render(f: dict[str, Any]) -> str:
         f"{f['small_disks']} small disks of {f['small_mib']} MiB (half data, raw and qcow2) + one "
         f"{f['big_gib']:g} GiB disk; parallel_disks {f['parallel_disks']}, {f['cpus']} CPUs",
         f"  most cycles open at once:              {f['most_open_cycles']}",
-        f"  all small initials committed after:    {f['small_initials_s']:.1f} s (all {f['small_disks'] + 1} initials at "
-        f"once; the big one then: {big1})",
+        f"  all small initials committed after:    {f['small_initials_s']:.1f} s "
+        f"(all {f['small_disks'] + 1} initials at once; the big one then: {big1})",
         f"  big initial alone among small deltas:  {big}",
         f"  small RPO while the big initial runs:  p50 {w['p50']:.1f} s, p99 {w['p99']:.1f} s, max {w['max']:.1f} s "
         f"({w['samples']} samples over {w['seconds']:.0f} s, 1% churn a minute)",
