@@ -15,7 +15,7 @@ What it does, in one run on this machine:
 3. removes the big server, and runs the small ones alone for ``--minutes`` while 1% of every small
    disk is written once a minute (the churn), sampling each small disk's RPO (now minus its last
    commit) every second: the "alone" figure;
-4. adds the big disk again (a new server: a new initial of 4.8 GB of data) and runs the loop the
+4. adds the big disk again (a new server: a new initial of 4.8 GiB of data) and runs the loop the
    same way while its initial runs (at most ``--minutes``). The target: RPO p99 with the big
    initial ≤ 2× RPO p99 alone (no starvation). One small delta cycle run by itself (nothing else
    running) is printed too;
