@@ -141,3 +141,50 @@ def test_a_qcow2_source_lets_go_of_the_read_buffer(tmp_path: Path) -> None:
             buf.close()  # BufferError if the source still holds an export of it
     finally:
         src.close()
+
+
+def _both_running(board: Path) -> bool:
+    try:
+        doc = json.loads(board.read_text())
+    except (OSError, ValueError):
+        return False
+    return sum(v["state"] == "running" for v in doc["servers"].values()) == 2
+
+
+def test_first_ctrl_c_lets_cycles_finish_second_stops_now(project: Project, tmp_path: Path) -> None:
+    for i in range(2):
+        add_server(project, f"s{i}", [str(make_raw(tmp_path / f"d{i}.raw", 8 << 20, seed=20 + i, writes=12,
+                                                   max_len=1 << 20))])
+        project.db.set_server_state(project.db.server(f"s{i}").id, "replicating")
+    argv = [sys.executable, "-m", "godwit", "replicate", "run", "--max-mbps", "4", "--project", str(project.root)]
+
+    def started() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while _open_cycles(project) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _open_cycles(project) == 2
+        return proc
+
+    proc = started()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the first Ctrl-C must let the running cycles finish"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert _open_cycles(project) == 2  # interrupted, to be resumed
+
+    proc = subprocess.Popen([*argv[:-4], "--project", str(project.root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    board = project.state_dir / "schedule.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _both_running(board):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # once: both resumed cycles run to their commit, then it exits
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _open_cycles(project) == 0
+    for i in range(2):
+        assert [c.number for c in project.db.cycles(project.db.server(f"s{i}").id, ("committed", "applied"))] == [1]

@@ -182,6 +182,11 @@ def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None,
                 out.cycle = cycle(project, name, progress=prog)
         else:
             out.cycle = cycle(project, name)
+    except ConflictError as exc:
+        if project.db.server(name).state not in schedule_state.ENABLED:
+            return out  # stopped (or migrated) since the loop read it: nothing to report
+        out.error = exc
+        return out
     except GodwitError as exc:
         out.error = exc
         return out
