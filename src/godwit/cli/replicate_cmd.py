@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from typing import Annotated
@@ -143,11 +144,19 @@ def run(
             err.print(styled((f"{server}: error: ", "red"), exc.message
                              + (f" (hint: {exc.hint})" if exc.hint else "")))
 
-        report = replication.run_loop(
-            p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
-            progress_for=None if json_ else (lambda s: disk_progress(f"{s}", True)),
-            on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error,
-            on_round=lambda: _run_cutovers(p))
+        # Progress bars only when one cycle runs at a time: parallel cycles would fight over one terminal.
+        bars = not json_ and p.config.replication.parallel_disks == 1
+        try:
+            report = replication.run_loop(
+                p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
+                progress_for=(lambda s: disk_progress(f"{s}", True)) if bars else None,
+                on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error,
+                on_round=lambda: _run_cutovers(p))
+        except KeyboardInterrupt:
+            # The second Ctrl-C: stop now, running cycles included (each resumes from its journal,
+            # as after a kill -9); waiting for their threads would be the first Ctrl-C again.
+            err.print("stopped; interrupted cycles resume on the next run")
+            os._exit(130)
     if json_:
         print_json({"cycles": [asdict(c) for c in report.cycles], "applied": report.applied,
                     "errors": [{"server": s, "error": e.message} for s, e in report.errors]})
@@ -203,6 +212,8 @@ def status(name: Annotated[str | None, typer.Argument()] = None, project: Projec
             checked = f"{human_age(time.time() - net.last_check)} ago ({verdict})" if net.last_check else "never"
             out.print(f"{s.server} network: {net.path or '-'}, {human_bytes(net.bytes_sent or 0)} sent in cycle "
                       f"{net.cycle or '-'}; last network check: {checked}", markup=False)
+        if s.schedule:
+            out.print(f"{s.server} schedule: {s.schedule}", markup=False)
         if s.error:
             err.print(styled((f"{s.server}: ", "red"), str(s.error)))
         if s.cycles:

@@ -80,6 +80,16 @@ class ThrottleConfig:
     scoped: dict[str, dict[str, Any]] = field(default_factory=dict)  # server:NAME / wave:NAME → table
 
 
+#: The most disks in flight that godwit.toml may ask for (Forklift's recommended ceiling).
+PARALLEL_DISKS_MAX = 200
+
+
+def default_parallel_disks() -> int:
+    """Two disks per core (a cycle waits on reads and uploads as much as it hashes), at least two,
+    at most the reference appliance's 52."""
+    return max(2, min(52, 2 * (os.cpu_count() or 1)))
+
+
 @dataclass
 class ReplicationConfig:
     tracker: str = "scan"
@@ -88,6 +98,8 @@ class ReplicationConfig:
     compression_level: int = 1
     upload_concurrency: int = 4
     interval_seconds: int = 300
+    #: Disks whose cycles `replicate run` runs at once (a server's cycle counts all its disks).
+    parallel_disks: int = field(default_factory=default_parallel_disks)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
     @property
@@ -165,6 +177,11 @@ def parse(data: dict[str, Any], root: Path | None = None) -> Config:
     r.interval_seconds = _take(rep, "replication", "interval_seconds", int, r.interval_seconds)
     if not 1 <= r.interval_seconds <= 7 * 86400:
         raise ConfigError("[replication] interval_seconds must be between 1 and 604800 (a week)")
+    r.parallel_disks = _take(rep, "replication", "parallel_disks", int, r.parallel_disks)
+    if not 1 <= r.parallel_disks <= PARALLEL_DISKS_MAX:
+        raise ConfigError(f"[replication] parallel_disks must be between 1 and {PARALLEL_DISKS_MAX}, "
+                          f"not {r.parallel_disks}",
+                          hint=f"leave it out for the default of this machine ({default_parallel_disks()})")
     throttle = _take(rep, "replication", "throttle", dict, {})
     t = r.throttle
     t.max_mbps = _take(throttle, "replication.throttle", "max_mbps", (int, float), None)
@@ -255,6 +272,7 @@ hash = "xxh3-128"       # or "blake3"
 compression_level = 1   # zstd level
 upload_concurrency = 4
 interval_seconds = 300  # `godwit replicate run` starts a delta cycle this often
+# parallel_disks = 4    # disks in flight at once in `replicate run` (default: 2 per core, 2 to 52)
 
 [replication.throttle]
 # max_mbps = 100        # cap on the data plane, megabits per second

@@ -8,11 +8,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from godwit.engine import gateway_state
+from godwit.engine import gateway_state, schedule_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
+from godwit.engine.schedule_state import ScheduleFile
+from godwit.engine.scheduler import Scheduler
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
 from godwit.sources.live import SpaceLowError
@@ -65,11 +68,23 @@ def cycle(project: Project, name: str, *, progress: ProgressFn | None = None, ki
     return result
 
 
+#: The cycles a long-running loop's report keeps (the newest): every one is in the state anyway.
+REPORT_KEEPS = 1000
+
+
 @dataclass
 class LoopReport:
     cycles: list[CycleResult] = field(default_factory=list)
     errors: list[tuple[str, GodwitError]] = field(default_factory=list)
     applied: int = 0
+
+
+@dataclass
+class _JobResult:
+    cycle: CycleResult | None = None
+    error: GodwitError | None = None
+    applied: int = 0
+    apply_error: GodwitError | None = None
 
 
 def run_loop(project: Project, *, interval: float | None = None, once: bool = False,
@@ -78,14 +93,18 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              on_error: Callable[[str, GodwitError], None] | None = None,
              stop_event: threading.Event | None = None, continuous: bool = False,
              min_interval: float = 1.0, on_round: Callable[[], None] | None = None) -> LoopReport:
-    """The appliance loop: every enabled server gets a cycle when its interval has passed.
+    """The appliance loop: every enabled server gets a cycle when its interval has passed, up to
+    ``replication.parallel_disks`` disks at once, in the order the scheduler picks
+    (``engine.scheduler``: oldest recovery point first, initials yield, errors back off).
 
-    ``continuous``: a server's next cycle starts as soon as its previous one committed (and the
-    mover ran), at most once every ``min_interval`` seconds; the throttle still bounds the
-    upload. The RPO is then about one cycle's read and upload of the churn.
+    ``continuous``: a server's next cycle is due ``min_interval`` seconds after its previous one
+    started; the throttle still bounds the upload. The RPO is then about one cycle's read and upload
+    of the churn. All parallel cycles share the project's store, hence one throttle.
 
-    With a local project the mover runs after each round, so one command keeps replicas current.
-    An error in one server is reported and the loop goes on with the others.
+    With a local project a server's committed cycle is applied right after it, in the same job
+    (so its apply never overlaps its next cycle). An error in one server is reported and backs
+    that server off; the others go on. ``progress_for`` is entered in the cycle's thread;
+    ``on_cycle``, ``on_error`` and ``on_round`` are called in the caller's thread.
     """
     interval = interval if interval is not None else project.config.replication.interval_seconds
     if continuous:
@@ -94,47 +113,124 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     report = LoopReport()
     if threading.current_thread() is threading.main_thread():
         def on_signal(*_: object) -> None:
-            # The first Ctrl-C or SIGTERM lets the running cycle finish; a second one stops it now
+            # The first Ctrl-C or SIGTERM lets the running cycles finish; a second one stops them now
             # (safe: an interrupted cycle resumes from its journal next time).
             if stop_event.is_set():
                 raise KeyboardInterrupt
-            log.warning("stopping after the running cycle (again to stop now; it will resume)")
+            log.warning("stopping after the running cycles (again to stop now; they will resume)")
             stop_event.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-    last_run: dict[str, float] = {}
-    while not stop_event.is_set():
-        for server in project.db.servers():
-            if server.state not in ("replicating", "paused") or stop_event.is_set():
-                continue
-            if not once and time.monotonic() - last_run.get(server.name, -1e18) < interval:
-                continue
-            last_run[server.name] = time.monotonic()
-            try:
-                if progress_for is not None:
-                    with progress_for(server.name) as prog:
-                        res = cycle(project, server.name, progress=prog)
-                else:
-                    res = cycle(project, server.name)
-                report.cycles.append(res)
-                if on_cycle:
-                    on_cycle(res)
-            except GodwitError as exc:
-                report.errors.append((server.name, exc))
-                project.db.event("error", exc.message, server=server.name)
-                if on_error:
-                    on_error(server.name, exc)
-        if project.config.replicas.kind == "local" or project.config.cache.kind == "local":
+    parallel = project.config.replication.parallel_disks
+    sched = Scheduler(parallel, interval, clock=time.time, once=once)
+    local = project.config.replicas.kind == "local" or project.config.cache.kind == "local"
+    project.store  # noqa: B018 -- made here, once: every cycle thread shares it (and its throttle)
+    project.store_id()
+    board = ScheduleFile(project)
+    known = schedule_state.Candidates(project)
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="godwit-cycle")
+    running: dict[Future[_JobResult], str] = {}
+    last_round = last_sweep = 0.0
+    try:
+        while True:
+            if not stop_event.is_set():
+                for name in sched.pick(known.get()):
+                    running[pool.submit(_job, project, name, progress_for, local)] = name
+            board.write(sched, at_most_every=0.0 if not running else 1.0)
+            if not running and (stop_event.is_set() or sched.idle()):
+                break
+            if not running and local and time.monotonic() - last_sweep >= max(interval, 10.0):
+                last_sweep = time.monotonic()  # e.g. stopped servers' cycles, an apply that failed
+                report.applied += _run_mover(project, report, on_error)
+            if time.monotonic() - last_round >= 1.0:
+                last_round = time.monotonic()
+                project.tick_windows()  # a window that passed with nothing sent is logged too
+                if on_round is not None:  # e.g. scheduled cutovers that are due (ops.cutover)
+                    on_round()
+            nxt = sched.next_event()
+            timeout = 1.0 if nxt is None else max(0.01, min(1.0, nxt))
+            if running:
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                stop_event.wait(timeout)
+                done = set()
+            for fut in done:
+                name = running.pop(fut)
+                if _finish(project, sched, report, name, fut, on_cycle, on_error):
+                    known.committed(name)
+        if local:
             report.applied += _run_mover(project, report, on_error)
-        project.tick_windows()  # a window that passed with nothing sent is logged too
-        if on_round is not None:  # e.g. scheduled cutovers that are due (ops.cutover)
+        project.tick_windows()
+        if on_round is not None:
             on_round()
-        if once:
-            break
-        due = [interval - (time.monotonic() - t) for t in last_run.values()]
-        stop_event.wait(max(0.0, min([1.0, *due])) if continuous else 1.0)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # the running ones resume from their journals
+        raise
+    finally:
+        board.remove()
+    pool.shutdown(wait=True)
     return report
+
+
+def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None, local: bool) -> _JobResult:
+    """One server's turn, in a pool thread: its cycle, then (local) the mover for that server."""
+    out = _JobResult()
+    try:
+        if progress_for is not None:
+            with progress_for(name) as prog:
+                out.cycle = cycle(project, name, progress=prog)
+        else:
+            out.cycle = cycle(project, name)
+    except ConflictError as exc:
+        if project.db.server(name).state not in schedule_state.ENABLED:
+            return out  # stopped (or migrated) since the loop read it: nothing to report
+        out.error = exc
+        return out
+    except GodwitError as exc:
+        out.error = exc
+        return out
+    if local:  # the cycle just committed: there is something to apply
+        from godwit.engine.mover import apply_server
+
+        try:
+            out.applied = len(apply_server(project, name))
+        except ConflictError:
+            log.info("%s: busy (a migration or another mover holds it); next round", name)
+        except GodwitError as exc:
+            out.apply_error = exc
+    return out
+
+
+def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, fut: Future[_JobResult],
+            on_cycle: Callable[[CycleResult], None] | None,
+            on_error: Callable[[str, GodwitError], None] | None) -> bool:
+    """Report one job's end; whether its cycle committed."""
+    try:
+        res = fut.result()
+    except Exception as exc:  # a bug, not a GodwitError: report it, back the server off, go on
+        log.exception("%s: the cycle failed unexpectedly", name)
+        res = _JobResult(error=GodwitError(f"unexpected error: {type(exc).__name__}: {exc}"))
+    if res.error is not None:
+        sched.finished(name, error=res.error.message)
+        report.errors.append((name, res.error))
+        project.db.event("error", res.error.message, server=name)
+        if on_error:
+            on_error(name, res.error)
+        return False
+    sched.finished(name)
+    if res.cycle is not None:
+        report.cycles.append(res.cycle)
+        if len(report.cycles) > 2 * REPORT_KEEPS:  # a loop that runs for weeks keeps the newest only
+            del report.cycles[:-REPORT_KEEPS]
+        if on_cycle:
+            on_cycle(res.cycle)
+    report.applied += res.applied
+    if res.apply_error is not None:
+        report.errors.append((name, res.apply_error))
+        if on_error:
+            on_error(name, res.apply_error)
+    return True
 
 
 def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:
@@ -143,6 +239,8 @@ def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, Go
     except ImportError:  # the mover is optional for the appliance loop
         return 0
     applied = 0
+    if not schedule_state.with_committed(project):
+        return 0  # one query instead of one per server
     for name, res in run_mover(project).items():
         if isinstance(res, GodwitError):
             report.errors.append((name, res))
@@ -157,6 +255,7 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
     """Per server: state, last cycle, RPO, bytes per disk, the last ten cycles (one consistent read)."""
     now = time.time()
     out: list[ServerStatus] = []
+    board = schedule_state.read(project)
     with project.db.unit() as u:
         servers = [u.servers.get(name)] if name else u.servers.all()
         for s in servers:
@@ -196,6 +295,7 @@ def status(project: Project, name: str | None = None) -> list[ServerStatus]:
                                     bottleneck=bottleneck(c.t_read, c.t_cpu, c.t_upload, c.t_throttle))
                         for c in cycles[-10:]],
                 network=NetworkRecords(u.connection).status(last.id if last else None),
+                schedule=board.get(s.name),
             ))
     return out
 

@@ -5,10 +5,13 @@ The helper process is run by :mod:`godwit.sources.qemu_nbd`; qcow2 snapshots are
 :mod:`godwit.sources.qcow2_snapshot`.
 
 Reads use a small pool of connections (one request in flight per connection, so threads never
-wait on each other's handle) and go straight into the caller's buffer (``aio_pread``). Measured
-here on a warm 1 GiB qcow2: ~1.0–1.2 GB/s from one thread, ~1.3–1.5 GB/s from two; qemu-nbd is the
-bottleneck (~0.8 CPU-second per GiB, single-threaded). Requests of 1–32 MiB performed alike; 4 MiB
-stays friendly to CPU caches.
+wait on each other's handle) and are copied into the caller's buffer (``pread``): ``aio_pread``
+into ``nbd.Buffer.from_buffer`` would spare the copy, but libnbd 1.14's binding never releases the
+caller's buffer, so every cycle's read buffers leaked (20 MiB a cycle, found by bench/appliance.py;
+a copy of 4 MiB costs well under a millisecond beside qemu-nbd). Measured here with aio_pread on a
+warm 1 GiB qcow2: ~1.0–1.2 GB/s from one thread, ~1.3–1.5 GB/s from two; qemu-nbd is the bottleneck
+(~0.8 CPU-second per GiB, single-threaded). Requests of 1–32 MiB performed alike; 4 MiB stays
+friendly to CPU caches.
 """
 
 from __future__ import annotations
@@ -173,13 +176,11 @@ class NbdSource(DiskSource):
             self._pool.put(h)
 
     def _pread(self, h: Any, offset: int, buf: memoryview) -> None:
-        """Read an aligned range straight into ``buf`` (aio_pread: no copy, unlike pread)."""
+        """Read an aligned range into ``buf`` (pread and a copy: see the module's docstring)."""
         done, length = 0, len(buf)
         while done < length:
             n = min(self._request, length - done)
-            cookie = h.aio_pread(self._nbd.Buffer.from_buffer(buf[done:done + n]), offset + done)
-            while not h.aio_command_completed(cookie):
-                h.poll(-1)
+            buf[done:done + n] = h.pread(n, offset + done)
             done += n
 
     def _bounce(self, h: Any, offset: int, buf: memoryview) -> None:

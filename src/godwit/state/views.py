@@ -83,6 +83,9 @@ class ServerStatus(_View):
     disks: list[DiskStatus]
     cycles: list[CycleStatus]  # the last ten, oldest first
     network: NetworkStatus = NetworkStatus()
+    #: What the running `replicate run` loop's scheduler says of it ("running (delta)", "waiting:
+    #: slots full", "backing off after error until T", ...); None when no loop runs.
+    schedule: str | None = None
 
 
 class WaveView(_View):

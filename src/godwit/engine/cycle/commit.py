@@ -81,16 +81,17 @@ def record_disks(db: StateDB, cyc: Cycle, works: list[DiskWork]) -> None:
 
 
 def mark_committed(db: StateDB, hashes_dir: Path, server: Server, cyc: Cycle, m: manifest.Manifest,
-                   stats: dict[str, float | int]) -> None:
+                   stats: dict[str, float | int], disk_uids: list[str] | None = None) -> None:
+    """``disk_uids``: the server's disks when the caller has them (saves a query per cycle)."""
     key = manifest_key(server.uid, cyc.number)
     cycles.mark_committed(db, cyc.id, server.id, manifest_key=key, consistency=m.consistency,
                           disk_sizes={d.index: d.size for d in m.disks}, stats=stats)
     # Cycles first, then points: a cycle the mover applies in between is in one list or the other.
     keep = {c.number for c in db.cycles(server.id, ("committed",))}
     keep |= {rp.number for rp in db.recovery_points(server.id)}
-    for disk in db.disks(server.id):  # a resync's forced ranges are in this cycle now
-        hashstore.clear_forced(hashes_dir, disk.uid)
-        hashstore.retain(hashes_dir, disk.uid, cyc.number, keep)
+    for uid in disk_uids if disk_uids is not None else [d.uid for d in db.disks(server.id)]:
+        hashstore.clear_forced(hashes_dir, uid)  # a resync's forced ranges are in this cycle now
+        hashstore.retain(hashes_dir, uid, cyc.number, keep)
     log.info("%s cycle %d committed: %s", server.name, cyc.number, key)
     db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
              server=server.name, cycle=cyc.number)

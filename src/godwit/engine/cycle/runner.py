@@ -61,7 +61,8 @@ class CycleRunner:
         db = self.project.db
         store_id = self.project.store_id()
         started = time.perf_counter()
-        open_cycles = db.cycles(self.server.id, ("open",))
+        every = db.cycles(self.server.id)  # one query for the open and the committed ones
+        open_cycles = [c for c in every if c.state == "open"]
         if open_cycles:
             m = commit.stored_manifest(self.project.store, self.server, open_cycles[0])
             if m is not None:  # died between the manifest's put and the state update
@@ -71,7 +72,7 @@ class CycleRunner:
                                    resumed=True, packs_uploaded=0, reused=0, warnings=[], works=[])
             if not self._resumable(open_cycles[0]):
                 open_cycles = []
-        committed = db.cycles(self.server.id, ("committed", "applied"))
+        committed = [c for c in every if c.state in ("committed", "applied")]
         resumed = bool(open_cycles)
         if resumed:
             cyc = open_cycles[0]
@@ -199,7 +200,8 @@ class CycleRunner:
         held = (bucket.held_seconds if bucket else 0.0) - self._held0
         stats = {**stats, "packs": len(m.packs()), "t_throttle": held, "t_wall": time.perf_counter() - started}
         commit.record_disks(self.project.db, cyc, works)
-        commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats)
+        commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats,
+                              [w.disk.uid for w in works])
 
     # -- telling the tracker -------------------------------------------------------------------
 
