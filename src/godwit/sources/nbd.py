@@ -5,7 +5,9 @@ The helper process is run by :mod:`godwit.sources.qemu_nbd`; qcow2 snapshots are
 :mod:`godwit.sources.qcow2_snapshot`.
 
 Reads use a small pool of connections (one request in flight per connection, so threads never
-wait on each other's handle) and go straight into the caller's buffer (``aio_pread``). Measured
+wait on each other's handle) and go straight into the caller's buffer (``aio_pread``). Many small
+reads (a bitmap cycle's scattered dirty clusters) go out together on one handle (``read_many``, up
+to IN_FLIGHT requests), so they cost the server's turnaround once, not per request. Measured
 here on a warm 1 GiB qcow2: ~1.0–1.2 GB/s from one thread, ~1.3–1.5 GB/s from two; qemu-nbd is the
 bottleneck (~0.8 CPU-second per GiB, single-threaded). Requests of 1–32 MiB performed alike; 4 MiB
 stays friendly to CPU caches.
@@ -19,7 +21,7 @@ import queue
 import shutil
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ STATE_ZERO = 2  # NBD_STATE_ZERO: the run reads as zeros (NBD_STATE_HOLE alone d
 REQUEST_MAX = 4 << 20
 BLOCK_STATUS_MAX = 1 << 30  # one block_status request; the protocol allows < 4 GiB
 CONNECTIONS = 2
+IN_FLIGHT = 16  # requests on one handle at once (QEMU's NBD server serves 16 per client)
 
 
 def _import_nbd() -> Any:
@@ -169,6 +172,41 @@ class NbdSource(DiskSource):
                     self._bounce(h, hi, buf[hi - offset:])
         except self._nbd.Error as exc:
             raise self._error(f"reading {length} bytes at offset {offset} of", exc) from None
+        finally:
+            self._pool.put(h)
+
+    def read_many(self, pieces: Sequence[tuple[int, memoryview]]) -> None:
+        """Read every piece, up to IN_FLIGHT requests at once on one handle; an unaligned piece
+        (a disk's partial last block on a server with a larger minimum block) goes alone."""
+        reqs: list[tuple[int, memoryview]] = []
+        a = self._align
+        for offset, buf in pieces:
+            self._check_range(offset, len(buf))
+            if offset % a or len(buf) % a:
+                self.read_into(offset, buf)
+                continue
+            for done in range(0, len(buf), self._request):
+                reqs.append((offset + done, buf[done:done + self._request]))
+        if not reqs:
+            return
+        h = self._acquire()
+        at = 0
+        try:
+            while at < len(reqs) or h.aio_in_flight():
+                while at < len(reqs) and h.aio_in_flight() < IN_FLIGHT:
+                    off, mv = reqs[at]
+                    # No completion callback: a failed request raises from aio_command_completed.
+                    reqs[at] = (h.aio_pread(self._nbd.Buffer.from_buffer(mv), off), mv)
+                    at += 1
+                if h.aio_in_flight():
+                    h.poll(-1)
+            for cookie, _ in reqs:
+                h.aio_command_completed(cookie)
+        except self._nbd.Error as exc:
+            with contextlib.suppress(Exception):  # no reply may land in a buffer after we return
+                while h.aio_in_flight():
+                    h.poll(-1)
+            raise self._error(f"reading {len(reqs)} pieces near offset {pieces[0][0]} of", exc) from None
         finally:
             self._pool.put(h)
 
