@@ -1,7 +1,8 @@
 """The read, hash and compress pipeline of a cycle.
 
-The disk is cut into tasks of at most CHUNK bytes along the tracker's block runs; a small thread
-pool reads, hashes and compresses them (pread, xxhash, blake3 and zstd release the GIL); the
+The disk is cut into tasks along the tracker's block runs (at most CHUNK bytes to read, SPAN of
+disk); a small thread pool reads each task's CHANGED runs together (``read_many``), hashes and
+compresses them (pread, xxhash, blake3 and zstd release the GIL); the
 calling thread takes results in order and hands them to the packer. CHANGED runs are read and
 hashed, ZERO runs get the known zero digests, UNCHANGED runs get the base's digests (never read).
 A block is sent when its digest differs from the base's.
@@ -88,9 +89,6 @@ class Pipeline:
             for w in works:
                 w.new = hashstore.writer(h.hashes_dir, w.disk.uid, h.cycle, h.algorithm, self.bs, w.size)
             self._run(works, packer)
-            for w in works:
-                assert w.new is not None
-                w.new.finish()
             # Every task is done and its buffer back (a failed run leaves them to the collector).
             buffers.give(self._read_bufs.get() for _ in range(nbufs))
         except BaseException:
@@ -117,6 +115,11 @@ class Pipeline:
                         self._take(inflight.popleft().result(), packer)
                 while inflight:
                     self._take(inflight.popleft().result(), packer)
+                # The last pack's put and the hash files' fsync are independent: overlap them.
+                packer.flush()
+                for w in works:
+                    assert w.new is not None
+                    w.new.finish()
                 packer.finish()
             except BaseException:
                 for fr in inflight:
