@@ -217,6 +217,25 @@ def test_random_reads_equal_raw(source: DiskSource, image: Image, alloc: Callabl
         assert _read(source, off, n, alloc) == image.data[off:off + n], (off, n)
 
 
+def test_read_many_equals_raw(source: DiskSource, image: Image) -> None:
+    """Many pieces in one call (a bitmap cycle's scattered clusters, in flight together over NBD):
+    aligned 64 KiB ones, odd and unaligned ones, the last partial sector, one longer than a request,
+    all into one page-aligned buffer, each piece at its own place."""
+    rng = random.Random(7)
+    pieces = [(rng.randrange(SIZE // 65_536) * 65_536, 65_536) for _ in range(40)]
+    pieces += [(SIZE - 1000, 1000), (0, 1), (3 * 512, 512), (1, 70_000), (0, 5 * MiB), (SIZE - 2, 2)]
+    buf = _mmap(sum(n for _, n in pieces))
+    views, pos = [], 0
+    for off, n in pieces:
+        views.append((off, buf[pos:pos + n]))
+        pos += n
+    source.read_many(views)
+    for (off, n), (_, mv) in zip(pieces, views, strict=True):
+        assert bytes(mv) == image.data[off:off + n], (off, n)
+    with pytest.raises(SourceError):
+        source.read_many([(0, memoryview(bytearray(10))), (SIZE - 10, memoryview(bytearray(20)))])
+
+
 def _check_cover(extents: list[Extent], offset: int, length: int) -> None:
     pos = offset
     for e in extents:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -316,6 +316,12 @@ class LiveSource(DiskSource):
             self.freeze()
         self.check_space()
         self._reader.read_into(offset, buf)
+
+    def read_many(self, pieces: Sequence[tuple[int, memoryview]]) -> None:
+        if not self.frozen:
+            self.freeze()
+        self.check_space()
+        self._reader.read_many(pieces)
 
     def extents(self, offset: int, length: int) -> Iterator[Extent]:
         if not self.frozen:

@@ -12,6 +12,10 @@ a copy of 4 MiB costs well under a millisecond beside qemu-nbd). Measured here w
 warm 1 GiB qcow2: ~1.0–1.2 GB/s from one thread, ~1.3–1.5 GB/s from two; qemu-nbd is the bottleneck
 (~0.8 CPU-second per GiB, single-threaded). Requests of 1–32 MiB performed alike; 4 MiB stays
 friendly to CPU caches.
+``read_many`` (a bitmap cycle's scattered dirty clusters) reads its pieces on one handle, one after
+the other, for the same reason: a test of libnbd 1.14 here grew ~200 bytes per ``aio_pread`` even
+into a reused buffer (and by the whole buffer when it is not reused), which a continuous appliance
+would pay every second.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import queue
 import shutil
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +176,29 @@ class NbdSource(DiskSource):
                     self._bounce(h, hi, buf[hi - offset:])
         except self._nbd.Error as exc:
             raise self._error(f"reading {length} bytes at offset {offset} of", exc) from None
+        finally:
+            self._pool.put(h)
+
+    def read_many(self, pieces: Sequence[tuple[int, memoryview]]) -> None:
+        """Read every piece on one handle (one pool round trip for a task's scattered runs); an
+        unaligned piece (a disk's partial last block on a server with a larger minimum block) goes
+        through the bounce path. Sequential ``pread``s: see the module's docstring for why not aio."""
+        a = self._align
+        aligned: list[tuple[int, memoryview]] = []
+        for offset, buf in pieces:
+            self._check_range(offset, len(buf))
+            if offset % a or len(buf) % a:
+                self.read_into(offset, buf)
+            else:
+                aligned.append((offset, buf))
+        if not aligned:
+            return
+        h = self._acquire()
+        try:
+            for offset, buf in aligned:
+                self._pread(h, offset, buf)
+        except self._nbd.Error as exc:
+            raise self._error(f"reading {len(aligned)} pieces near offset {aligned[0][0]} of", exc) from None
         finally:
             self._pool.put(h)
 

@@ -120,14 +120,25 @@ def record_disk_stats(db: StateDB, cycle_id: int, rows: list[CycleDiskStats]) ->
 
 
 def mark_committed(db: StateDB, cycle_id: int, server_id: int, *, manifest_key: str, consistency: str,
-                   disk_sizes: dict[int, int], stats: dict[str, float | int]) -> None:
-    """The cycle exists now (its manifest is stored): record it, the disks' sizes, drop its journal."""
-    with db.tx() as c:
+                   disk_sizes: dict[int, int], stats: dict[str, float | int],
+                   disk_stats: list[CycleDiskStats] | None = None,
+                   event: tuple[str, int, str] | None = None) -> None:
+    """The cycle exists now (its manifest is stored): record it, the disks' sizes and figures, drop
+    its journal, and add the ``(server, cycle, message)`` info event: one transaction (one fsync)."""
+    with db.unit() as u:
+        c = u.connection
         c.execute(t.cycles.update().where(t.cycles.c.id == cycle_id).values(
             state="committed", committed=time.time(), manifest_key=manifest_key, consistency=consistency,
             **stats))
         for idx, size in disk_sizes.items():
             c.execute(t.disks.update().where(t.disks.c.server_id == server_id, t.disks.c.idx == idx)
                       .values(size=size))
+        for r in disk_stats or []:
+            c.execute(t.cycle_disks.insert().values(cycle_id=cycle_id, disk_id=r.disk_id, size=r.size,
+                                                    bytes_read=r.bytes_read, bytes_changed=r.bytes_changed,
+                                                    bytes_sent=r.bytes_sent, extents=r.extents))
         c.execute(t.journal.delete().where(t.journal.c.cycle_id == cycle_id))
         c.execute(t.meta.delete().where(t.meta.c.key == _settings_key(cycle_id)))
+        if event is not None:
+            server, number, message = event
+            u.events.add("info", message, server=server, cycle=number)

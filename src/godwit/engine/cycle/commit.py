@@ -74,27 +74,32 @@ def put_manifest(store: ObjectStore, server: Server, m: manifest.Manifest) -> st
     return key
 
 
+def disk_stats(works: list[DiskWork]) -> list[cycles.CycleDiskStats]:
+    return [cycles.CycleDiskStats(w.disk.id, w.size, w.bytes_read, w.bytes_changed, w.bytes_sent, len(w.extents))
+            for w in works]
+
+
 def record_disks(db: StateDB, cyc: Cycle, works: list[DiskWork]) -> None:
-    cycles.record_disk_stats(db, cyc.id, [
-        cycles.CycleDiskStats(w.disk.id, w.size, w.bytes_read, w.bytes_changed, w.bytes_sent, len(w.extents))
-        for w in works])
+    cycles.record_disk_stats(db, cyc.id, disk_stats(works))
 
 
 def mark_committed(db: StateDB, hashes_dir: Path, server: Server, cyc: Cycle, m: manifest.Manifest,
-                   stats: dict[str, float | int], disk_uids: list[str] | None = None) -> None:
-    """``disk_uids``: the server's disks when the caller has them (saves a query per cycle)."""
+                   stats: dict[str, float | int], works: list[DiskWork] | None = None) -> None:
+    """The state says committed; with ``works``, the disks' figures are recorded in the same
+    transaction (as is the event)."""
     key = manifest_key(server.uid, cyc.number)
     cycles.mark_committed(db, cyc.id, server.id, manifest_key=key, consistency=m.consistency,
-                          disk_sizes={d.index: d.size for d in m.disks}, stats=stats)
+                          disk_sizes={d.index: d.size for d in m.disks}, stats=stats,
+                          disk_stats=disk_stats(works) if works is not None else None,
+                          event=(server.name, cyc.number,
+                                 f"cycle {cyc.number} committed ({m.consistency} consistency)"))
     # Cycles first, then points: a cycle the mover applies in between is in one list or the other.
     keep = {c.number for c in db.cycles(server.id, ("committed",))}
     keep |= {rp.number for rp in db.recovery_points(server.id)}
-    for uid in disk_uids if disk_uids is not None else [d.uid for d in db.disks(server.id)]:
+    for uid in [w.disk.uid for w in works] if works is not None else [d.uid for d in db.disks(server.id)]:
         hashstore.clear_forced(hashes_dir, uid)  # a resync's forced ranges are in this cycle now
         hashstore.retain(hashes_dir, uid, cyc.number, keep)
     log.info("%s cycle %d committed: %s", server.name, cyc.number, key)
-    db.event("info", f"cycle {cyc.number} committed ({m.consistency} consistency)",
-             server=server.name, cycle=cyc.number)
 
 
 def merge_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:

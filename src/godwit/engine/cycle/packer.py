@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from godwit.engine.cycle import buffers
 from godwit.engine.cycle.work import CHUNK, DIGEST, ChunkResult, DiskWork
 from godwit.format import journal, manifest
 from godwit.format.keys import pack_key
@@ -39,8 +40,9 @@ class Packer:
         index_room = ((self.target + CHUNK) // bs + 2) * ENTRY.size + TRAILER.size
         cap = -(-(self.target + CHUNK + index_room + 4096) // mmap.PAGESIZE) * mmap.PAGESIZE
         self.pack_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        for _ in range(concurrency + 2):
-            self.pack_bufs.put(mmap.mmap(-1, cap))
+        self.nbufs = concurrency + 2
+        for b in buffers.take(cap, self.nbufs):
+            self.pack_bufs.put(b)
         self.uploads: list[Future[None]] = []
         self.builder: PackBuilder | None = None
         self.builder_buf: mmap.mmap | None = None
@@ -92,6 +94,8 @@ class Packer:
         self.flush()
         for fu in self.uploads:
             fu.result()
+        # Every upload is done and its buffer back: keep them for the next cycle.
+        buffers.give(self.pack_bufs.get() for _ in range(self.nbufs))
 
     def cancel(self) -> None:
         for fu in self.uploads:

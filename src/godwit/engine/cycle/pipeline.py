@@ -1,7 +1,8 @@
 """The read, hash and compress pipeline of a cycle.
 
-The disk is cut into tasks of at most CHUNK bytes along the tracker's block runs; a small thread
-pool reads, hashes and compresses them (pread, xxhash, blake3 and zstd release the GIL); the
+The disk is cut into tasks along the tracker's block runs (at most CHUNK bytes to read, SPAN of
+disk); a small thread pool reads each task's CHANGED runs together (``read_many``), hashes and
+compresses them (pread, xxhash, blake3 and zstd release the GIL); the
 calling thread takes results in order and hands them to the packer. CHANGED runs are read and
 hashed, ZERO runs get the known zero digests, UNCHANGED runs get the base's digests (never read).
 A block is sent when its digest differs from the base's.
@@ -13,6 +14,7 @@ as its result is taken. Memory is bounded by the tasks in flight, whatever the d
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import queue
 import threading
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import zstandard
 
+from godwit.engine.cycle import buffers
 from godwit.engine.cycle.changes import Run, block_runs, readable
 from godwit.engine.cycle.packer import Packer
 from godwit.engine.cycle.stats import ProgressFn
@@ -36,6 +39,7 @@ from godwit.state import hashstore
 from godwit.trackers import ChangeTracker, Kind
 
 SAMPLE = 64 << 10  # compressibility sample
+SPAN = 256 << 20  # bytes of disk one task may cover (its digests: SPAN / block size * 16 bytes)
 SAMPLE_FROM = 256 << 10  # extents at least this long are sampled before being compressed
 
 Task = tuple[DiskWork, int, int, list[Run]]
@@ -77,16 +81,16 @@ class Pipeline:
         disk's new hash file is written (not yet published: the commit does that)."""
         # Read buffers travel with their chunk's result until its extents are copied into a pack.
         self._read_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        for _ in range(self.workers * 2 + 1):
-            self._read_bufs.put(mmap.mmap(-1, CHUNK))
+        nbufs = self.workers * 2 + 1
+        for b in buffers.take(CHUNK, nbufs):
+            self._read_bufs.put(b)
         h = self.hashes
         try:
             for w in works:
                 w.new = hashstore.writer(h.hashes_dir, w.disk.uid, h.cycle, h.algorithm, self.bs, w.size)
             self._run(works, packer)
-            for w in works:
-                assert w.new is not None
-                w.new.finish()
+            # Every task is done and its buffer back (a failed run leaves them to the collector).
+            buffers.give(self._read_bufs.get() for _ in range(nbufs))
         except BaseException:
             for w in works:
                 if w.new is not None:
@@ -111,6 +115,11 @@ class Pipeline:
                         self._take(inflight.popleft().result(), packer)
                 while inflight:
                     self._take(inflight.popleft().result(), packer)
+                # The last pack's put and the hash files' fsync are independent: overlap them.
+                packer.flush()
+                for w in works:
+                    assert w.new is not None
+                    w.new.finish()
                 packer.finish()
             except BaseException:
                 for fr in inflight:
@@ -123,17 +132,23 @@ class Pipeline:
         return readable(block_runs(regions, w.size, self.bs, self.tracker.name), w, self.bs)
 
     def tasks(self, works: list[DiskWork]) -> Iterator[Task]:
-        """Tasks of at most CHUNK bytes of disk, each a list of block-aligned runs. Small runs share
-        a task: a disk of 1 MiB data runs between holes would otherwise cost one task per run, and
-        per-task overhead then rivals the read itself. Runs that are not read (ZERO, UNCHANGED)
-        of CHUNK or more are tasks of their own."""
+        """Tasks of at most CHUNK bytes to read and SPAN bytes of disk, each a list of block-aligned
+        runs. Small runs share a task: a disk of 1 MiB data runs between holes, or a bitmap's
+        scattered dirty clusters, would otherwise cost one task (and one server round trip) per
+        run, and per-task overhead then rivals the read itself. An UNCHANGED gap between reads
+        joins the task (it is never read: its digests are the base's); other runs that are not
+        read (ZERO, UNCHANGED) of CHUNK or more are tasks of their own."""
         for w in works:
             group: list[Run] = []
+            read = 0  # CHANGED bytes in the group: they share one CHUNK buffer
             for off, length, kind in self._runs(w):
+                if kind == Kind.UNCHANGED and read and off + length - group[0][0] <= SPAN:
+                    group.append((off, length, kind))
+                    continue
                 if kind != Kind.CHANGED and length >= CHUNK:
                     if group:
-                        yield w, group[0][0], sum(n for _, n, _ in group), group
-                        group = []
+                        yield w, group[0][0], group[-1][0] + group[-1][1] - group[0][0], group
+                        group, read = [], 0
                     end = off + length
                     while off < end:
                         n = min(HOLE_PIECE, end - off)
@@ -142,16 +157,19 @@ class Pipeline:
                     continue
                 end = off + length
                 while off < end:
-                    room = CHUNK - (off - group[0][0]) if group else CHUNK
+                    room = SPAN - (off - group[0][0]) if group else SPAN
+                    if kind == Kind.CHANGED:
+                        room = min(room, CHUNK - read)
                     if room <= 0:
-                        yield w, group[0][0], sum(n for _, n, _ in group), group
-                        group = []
+                        yield w, group[0][0], group[-1][0] + group[-1][1] - group[0][0], group
+                        group, read = [], 0
                         continue
                     n = min(room, end - off)
                     group.append((off, n, kind))
+                    read += n if kind == Kind.CHANGED else 0
                     off += n
             if group:
-                yield w, group[0][0], sum(n for _, n, _ in group), group
+                yield w, group[0][0], group[-1][0] + group[-1][1] - group[0][0], group
 
     def _compress(self, chunk: memoryview) -> tuple[bytes | memoryview, int]:
         """zstd when it pays; otherwise the bytes themselves (by reference, no copy)."""
@@ -180,21 +198,27 @@ class Pipeline:
                 self._read_bufs.put(buf)
             raise
 
-    def _digests(self, w: DiskWork, offset: int, subruns: list[Run], mv: memoryview | None, base: bytes | None
-                 ) -> tuple[bytes, int, float]:
-        """The task's block digests, the bytes read and the seconds spent reading."""
+    def _digests(self, w: DiskWork, offset: int, subruns: list[Run], slots: list[tuple[int, int, int]],
+                 buf: memoryview | None, base: bytes | None) -> tuple[bytes, int, float]:
+        """The task's block digests, the bytes read and the seconds spent reading. The CHANGED
+        runs are read together (one request each, in flight at once) into their ``slots``."""
         bs = self.bs
         t_read = 0.0
         bytes_read = 0
+        if slots:
+            assert buf is not None
+            t0 = time.perf_counter()
+            w.source.read_many([(offset + s, buf[p:p + n]) for s, n, p in slots])
+            t_read = time.perf_counter() - t0
+            bytes_read = sum(n for _, n, _ in slots)
         parts: list[bytes] = []
+        si = 0
         for soff, slen, kind in subruns:  # block-aligned, except a disk's partial last block
             if kind == Kind.CHANGED:
-                assert mv is not None
-                smv = mv[soff - offset:soff - offset + slen]
-                t0 = time.perf_counter()
-                w.source.read_into(soff, smv)
-                t_read += time.perf_counter() - t0
-                bytes_read += slen
+                assert buf is not None
+                _, _, p = slots[si]
+                si += 1
+                smv = buf[p:p + slen]
                 parts.append(b"".join([self.digest(smv[i:i + bs]) for i in range(0, slen, bs)]))
             elif kind == Kind.UNCHANGED:  # the base's digests, carried forward (readable() checked them)
                 assert base is not None
@@ -212,13 +236,22 @@ class Pipeline:
     def _process_in(self, w: DiskWork, offset: int, length: int, subruns: list[Run], base: bytes | None,
                     jn: Journaled, buf: mmap.mmap | None) -> ChunkResult:
         """``base``: the base digests of the task's blocks (shorter past the base's end, None
-        without a base); ``jn``: its journaled blocks, which are not sent again."""
+        without a base); ``jn``: its journaled blocks, which are not sent again. Only CHANGED runs
+        are read, packed one after another in the buffer (``slots``: task-relative start, length,
+        buffer position); data to send lies inside them (adjacent CHANGED runs sit adjacent)."""
         bs = self.bs
         first = offset // bs
         nblocks = -(-length // bs)
         t1 = time.perf_counter()
-        mv = memoryview(buf)[:length] if buf is not None else None
-        digests, bytes_read, t_read = self._digests(w, offset, subruns, mv, base)
+        slots: list[tuple[int, int, int]] = []
+        pos = 0
+        for soff, slen, kind in subruns:
+            if kind == Kind.CHANGED:
+                slots.append((soff - offset, slen, pos))
+                pos += slen
+        assert pos <= CHUNK
+        mv = memoryview(buf) if buf is not None else None
+        digests, bytes_read, t_read = self._digests(w, offset, subruns, slots, mv, base)
         tail = length - (nblocks - 1) * bs  # bytes in the last block of this task
         tail_zero = self.zero_digest if tail == bs else self.digest(bytes(tail))
         unchanged = base is not None and base == digests
@@ -228,14 +261,17 @@ class Pipeline:
             if mv is None:  # nothing read: every block reads as zeros or as the base
                 runs = self._unread_changes(digests, base, nblocks, tail_zero, first, jn)
             else:
-                runs = self._changes(digests, base, nblocks, tail_zero, first, jn)
+                runs = self._changes(digests, base, subruns, offset, nblocks, tail_zero, first, jn)
+            starts = [s for s, _, _ in slots]
             for rb, re_, z in runs:
                 a, e = rb * bs, min(re_ * bs, length)
                 if z:
                     zeros.append((offset + a, e - a))
                     continue
                 assert mv is not None
-                chunk = mv[a:e]
+                s, n, p = slots[bisect.bisect_right(starts, a) - 1]
+                assert s <= a < s + n
+                chunk = mv[p + a - s:p + e - s]
                 blob, codec = self._compress(chunk)
                 data.append((offset + a, e - a, blob, codec, extent_checksum(chunk)))
         if jn:  # the new hash file holds the journaled digests (the bytes that were sent)
@@ -246,26 +282,31 @@ class Pipeline:
         t_cpu = time.perf_counter() - t1 - t_read
         return ChunkResult(w, offset, length, digests, data, zeros, bytes_read, t_read, t_cpu, buf)
 
-    def _changes(self, digests: bytes, base: bytes | None, nblocks: int, tail_zero: bytes, first: int,
-                 jn: Journaled) -> list[list[int]]:
-        """Runs [first block, end block, is_zero] of a read task's blocks to send (one at most
-        CHUNK long: a loop per block is cheap beside the read)."""
+    def _changes(self, digests: bytes, base: bytes | None, subruns: list[Run], offset: int, nblocks: int,
+                 tail_zero: bytes, first: int, jn: Journaled) -> list[list[int]]:
+        """Runs [first block, end block, is_zero] of a read task's blocks to send. UNCHANGED runs
+        carry the base's own digests, so only CHANGED and ZERO runs (at most CHUNK of either) are
+        looked at, block by block: a loop per block is cheap beside the read."""
+        bs = self.bs
         skip = bytearray(nblocks)
         for f, d in jn:
             skip[f - first:f - first + len(d) // DIGEST] = b"\x01" * (len(d) // DIGEST)
         have = 0 if base is None else len(base) // DIGEST
         runs: list[list[int]] = []
-        for b in range(nblocks):
-            if skip[b]:
+        for soff, slen, kind in subruns:
+            if kind == Kind.UNCHANGED:
                 continue
-            d = digests[b * DIGEST:(b + 1) * DIGEST]
-            if b < have and base is not None and base[b * DIGEST:(b + 1) * DIGEST] == d:
-                continue
-            z = 1 if d == (tail_zero if b == nblocks - 1 else self.zero_digest) else 0
-            if runs and runs[-1][1] == b and runs[-1][2] == z:
-                runs[-1][1] = b + 1
-            else:
-                runs.append([b, b + 1, z])
+            for b in range((soff - offset) // bs, -(-(soff - offset + slen) // bs)):
+                if skip[b]:
+                    continue
+                d = digests[b * DIGEST:(b + 1) * DIGEST]
+                if b < have and base is not None and base[b * DIGEST:(b + 1) * DIGEST] == d:
+                    continue
+                z = 1 if d == (tail_zero if b == nblocks - 1 else self.zero_digest) else 0
+                if runs and runs[-1][1] == b and runs[-1][2] == z:
+                    runs[-1][1] = b + 1
+                else:
+                    runs.append([b, b + 1, z])
         return runs
 
     def _unread_changes(self, digests: bytes, base: bytes | None, nblocks: int, tail_zero: bytes, first: int,

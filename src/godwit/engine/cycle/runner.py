@@ -199,9 +199,7 @@ class CycleRunner:
         bucket = self.project.bucket
         held = (bucket.held_seconds if bucket else 0.0) - self._held0
         stats = {**stats, "packs": len(m.packs()), "t_throttle": held, "t_wall": time.perf_counter() - started}
-        commit.record_disks(self.project.db, cyc, works)
-        commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats,
-                              [w.disk.uid for w in works])
+        commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats, works)
 
     # -- telling the tracker -------------------------------------------------------------------
 

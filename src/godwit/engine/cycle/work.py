@@ -10,7 +10,7 @@ from godwit.sources import DiskSource
 from godwit.state.db import Disk
 from godwit.trackers import TrackedDisk
 
-CHUNK = 4 << 20  # bytes of disk per read task
+CHUNK = 4 << 20  # bytes a task reads at most (its buffer)
 HOLE_PIECE = 1 << 30  # a long run that is never read is cut into tasks of this size (progress)
 DIGEST = 16
 
