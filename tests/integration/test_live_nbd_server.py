@@ -14,7 +14,7 @@ from godwit.engine.inventory import add_server
 from godwit.engine.mover import apply_server
 from godwit.migrate import migration
 from godwit.project.project import Project
-from godwit.sources.live import fleece_name
+from godwit.sources.live_spec import fleece_name
 from godwit.trackers import BitmapTracker
 from tests.qemu_daemon import QemuDaemon
 

@@ -21,7 +21,7 @@ from godwit.errors import UsageError
 from godwit.format.keys import manifest_key
 from godwit.format.manifest import decode
 from godwit.project.project import Project
-from godwit.sources.live import LiveSpec
+from godwit.sources.live_spec import LiveSpec
 from godwit.sources.qmp import QmpSession
 from godwit.trackers import BitmapTracker
 from tests.fake_guest_agent import FakeGuestAgent

@@ -9,7 +9,7 @@ from pathlib import Path
 from godwit.errors import ConflictError, SourceError, UsageError
 from godwit.project.project import NAME_RE, Project
 from godwit.sources import open_source, record_format
-from godwit.sources.live import is_live_spec, probe_live
+from godwit.sources.live_spec import is_live_spec, probe_live
 from godwit.state.db import Disk, Server
 from godwit.state.locks import server_lock
 from godwit.state.servers import NewDisk

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from godwit.errors import ConflictError, GodwitError
 from godwit.project.project import Project
-from godwit.sources.live import FLEECE_PREFIX, LiveSpec, fleece_name, is_live_spec
 from godwit.sources.live_fleece import cleanup_leftovers
+from godwit.sources.live_spec import FLEECE_PREFIX, LiveSpec, fleece_name, is_live_spec
 from godwit.sources.qcow2_snapshot import SNAPSHOT_PREFIX, delete_snapshot
 from godwit.sources.qemu_img import qemu_img
 from godwit.sources.qmp import QmpSession

@@ -46,7 +46,8 @@ from typing import Any
 from godwit.errors import SourceError
 from godwit.sources import live_group
 from godwit.sources.base import DiskSource
-from godwit.sources.live import LiveSource, LiveSpec, is_live_spec
+from godwit.sources.live import LiveSource
+from godwit.sources.live_spec import LiveSpec, is_live_spec
 from godwit.sources.qmp import QmpError, QmpSession
 from godwit.trackers.base import ChangeTracker, Kind, Region, TrackedDisk
 from godwit.trackers.scan import ScanTracker
