@@ -10,12 +10,91 @@ from typing import Annotated
 
 import typer
 
-from godwit.cli.common import ProjectOpt, err, guarded, project_from, styled
-from godwit.errors import UsageError
+from godwit.cli.common import JsonOpt, ProjectOpt, err, guarded, out, print_json, project_from, styled
+from godwit.errors import ConflictError, UsageError
 
 app = typer.Typer(help="The on-premises appliance: cycles into the cache store, reports to `godwit serve`.",
                   no_args_is_help=True)
 log = logging.getLogger("godwit.appliance")
+
+
+def _ago(t: float | None) -> str:
+    import time
+
+    return "never" if t is None else f"{max(0.0, time.time() - t):.0f} s ago"
+
+
+@app.command("list")
+@guarded
+def list_(project: ProjectOpt = None, json_: JsonOpt = False) -> None:
+    """The registered appliances, their servers and last contact (of `--service`, or this project)."""
+    from godwit.cli.remote import service_client
+    from godwit.state.appliances import Appliances
+
+    if (remote := service_client()) is not None:
+        with remote:
+            views = remote.appliances()
+    else:
+        with project_from(project) as p, p.db.unit() as u:
+            views = Appliances(u.connection).all()
+    if json_:
+        print_json([v.model_dump() for v in views])
+        return
+    if not views:
+        out.print("no appliance registered: `godwit appliance run --service URL --key KEY` on one")
+        return
+    for v in views:
+        out.print(f"{v.name}: {len(v.servers)} server(s) ({', '.join(v.servers) or 'none'}), "
+                  f"last contact {_ago(v.last_seen)}")
+
+
+@app.command("unregister")
+@guarded
+def unregister(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    project: ProjectOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Forget an appliance: its token stops working, its servers are this project's again (their
+    replication stopped) and can be removed or given to another appliance."""
+    from godwit.cli.remote import service_client
+    from godwit.state.appliances import Appliances
+
+    if not yes and not json_ and not typer.confirm(f"unregister appliance {name}?", default=False):
+        raise typer.Exit(1)
+    if (remote := service_client()) is not None:
+        with remote:
+            a, stopped = remote.unregister_appliance(name)
+    else:
+        with project_from(project) as p:
+            with p.db.unit() as u:
+                found = Appliances(u.connection).find(name)
+            _refuse_if_served(p.state_dir, found.servers if found else [])
+            with p.db.unit() as u:
+                a, stopped = Appliances(u.connection).unregister(name)
+                u.events.add("warning", f"appliance {name} unregistered; its servers are this project's again")
+    if json_:
+        print_json({"appliance": a.model_dump(), "stopped": stopped})
+        return
+    out.print(f"appliance {a.name} unregistered; its servers: {', '.join(a.servers) or 'none'}")
+    if stopped:
+        out.print(f"replication stopped for {', '.join(stopped)}: `godwit replicate start NAME` resumes it here")
+
+
+def _refuse_if_served(state_dir: Path, servers: list[str]) -> None:
+    """A running `godwit serve` holds the cycle lock of every appliance's server (service/owned.py):
+    then only the service can unregister (it also lets go of the locks)."""
+    from godwit.state.locks import server_lock
+
+    for s in servers:
+        try:
+            with server_lock(state_dir, s, "cycle"):
+                pass
+        except ConflictError as exc:
+            raise ConflictError(f"server {s} is held by a running process ({exc.message})",
+                                hint="unregister through the running service: "
+                                     "`godwit --service URL appliance unregister NAME`") from None
 
 
 def _print_errors(r: object) -> None:

@@ -25,6 +25,7 @@ from godwit.state.views import Event, ServerStatus
 
 if TYPE_CHECKING:
     from godwit.service.models import OperationError, OperationView, ReplicationView
+    from godwit.state.appliances import ApplianceView
 
 SERVICE_ENV, TOKEN_ENV, CA_ENV = "GODWIT_SERVICE", "GODWIT_TOKEN", "GODWIT_SERVICE_CA"
 _BY_STATUS: dict[int, type[GodwitError]] = {400: UsageError, 404: NotFoundError, 409: ConflictError,
@@ -127,6 +128,19 @@ class ServiceClient:
         view: ReplicationView = self._as(ReplicationView, self._call("PUT", f"/api/v1/replications/{name}",
                                                                      body={"enabled": False}))
         return view
+
+
+    def appliances(self) -> list[ApplianceView]:
+        from godwit.state.appliances import ApplianceView
+
+        views: list[ApplianceView] = self._as(list[ApplianceView], self._get("/api/v1/appliances"))
+        return views
+
+    def unregister_appliance(self, name: str) -> tuple[ApplianceView, list[str]]:
+        from godwit.service.protocol_models import Unregistered
+
+        done: Unregistered = self._as(Unregistered, self._call("DELETE", f"/api/v1/appliances/{name}"))
+        return done.appliance, done.stopped
 
 
 def _error_of(r: httpx.Response) -> tuple[str, str | None]:

@@ -56,6 +56,13 @@ class OwnedServers:
         finally:
             self.hold([name])
 
+    def drop(self, names: list[str]) -> None:
+        """Let go of these servers for good (their appliance was unregistered)."""
+        with self._lock:
+            stacks = [self._held.pop(n) for n in names if n in self._held]
+        for stack in stacks:
+            stack.close()
+
     def close(self) -> None:
         with self._lock:
             for stack in self._held.values():

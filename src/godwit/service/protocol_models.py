@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from godwit.service.models import NAME
+from godwit.state.appliances import ApplianceView
 
 UID = r"^[0-9a-f]{1,32}$"
 BIG = 1 << 62  # any count of bytes or seconds fits far below this
@@ -159,3 +160,8 @@ class ApplianceSettingsRequest(_Request):
 class ApplianceSettingsView(_Body):
     interval_seconds: float | None
     max_mbps: float | None
+
+
+class Unregistered(_Body):
+    appliance: ApplianceView = Field(description="the appliance as it was")
+    stopped: list[str] = Field(description="its servers whose replication was stopped here")

@@ -69,6 +69,26 @@ class Appliances:
             self.c.execute(t.appliance_servers.insert().values(appliance_id=aid, server_id=sid))
         return self.by_id(aid)
 
+    def unregister(self, name: str) -> tuple[ApplianceView, list[str]]:
+        """Forget the appliance: its tokens, servers, commands, progress and settings go with it
+        (the tables' foreign keys cascade). Its servers that were replicating are stopped, not
+        taken over: the service may not reach their disks. Returns the appliance as it was and the
+        names of the servers stopped here."""
+        a = self.find(name)
+        if a is None:
+            raise NotFoundError(f"no appliance named {name!r}", hint="`godwit appliance list` lists them")
+        stopped: list[str] = []
+        for sname in a.servers:
+            r = self.c.execute(select(t.servers.c.id, t.servers.c.state).where(t.servers.c.name == sname)).one()
+            if r.state in ("replicating", "paused"):
+                self.c.execute(t.servers.update().where(t.servers.c.id == r.id).values(state="stopped", error=None))
+                stopped.append(sname)
+        # Revoked first, so that a token is refused even where the cascade is not enforced.
+        self.c.execute(t.tokens.update().where(t.tokens.c.appliance_id == a.id, t.tokens.c.revoked.is_(None))
+                       .values(revoked=time.time()))
+        self.c.execute(t.appliances.delete().where(t.appliances.c.id == a.id))
+        return a, stopped
+
     def heartbeat(self, appliance_id: int) -> ApplianceView:
         self.c.execute(t.appliances.update().where(t.appliances.c.id == appliance_id).values(last_seen=time.time()))
         return self.by_id(appliance_id)

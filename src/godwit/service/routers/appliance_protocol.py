@@ -33,6 +33,7 @@ from godwit.service.protocol_models import (
     EventsStored,
     ProgressReport,
     ProgressView,
+    Unregistered,
 )
 from godwit.service.routers import API, AUTHED, errors
 from godwit.state.appliance_protocol import ApplianceProtocol, Command, Progress
@@ -187,6 +188,21 @@ def queue_command(body: CommandRequest, name: str = ApplianceName, _who: Princip
         cmd = ApplianceProtocol(u.connection).add_command(a.id, server.id, body.kind)
         u.events.add("info", f"command {body.kind} queued for appliance {name}", server=body.server)
     return _command(cmd)
+
+
+@router.delete("/appliances/{name}")
+def unregister(name: str = ApplianceName, _who: Principal = Depends(require("admin")),
+               project: Project = Depends(project_of), held: OwnedServers = Depends(owned)) -> Unregistered:
+    """Forget the appliance: its tokens stop working at once, its servers are the service's again
+    (their replication stopped: enable it here or on another appliance), its queued commands go.
+    Cycles it put in the cache store and did not report are collected as orphans."""
+    with project.db.unit() as u:
+        a, stopped = Appliances(u.connection).unregister(name)
+        u.events.add("warning", f"appliance {name} unregistered; its servers ({', '.join(a.servers) or 'none'}) "
+                                "are the service's again" + (f", replication stopped for {', '.join(stopped)}"
+                                                             if stopped else ""))
+    held.drop(a.servers)
+    return Unregistered(appliance=a, stopped=stopped)
 
 
 @router.get("/appliances/{name}/commands")
