@@ -91,7 +91,7 @@ class Appliance:
         for cmd in commands:
             self._command(cmd, rep)
         for plan in self.desired.servers if self.desired else []:
-            if plan.replicate and self._due(plan.name):
+            if plan.replicate and not plan.final and self._due(plan.name):
                 self._cycle(plan.name, rep)
         if rep.online and rep.cycles:
             self._sync(rep, pull=False)  # report the new cycles now, not a poll later
@@ -217,6 +217,8 @@ class Appliance:
         try:
             if cmd.kind == "cycle":
                 result = self._cycle(cmd.server, rep)
+            elif cmd.kind == "final":  # a planned migration waits for it (and runs no other cycle)
+                result = self._cycle(cmd.server, rep, kind="final")
             elif cmd.kind == "stop":
                 lifecycle.stop(self.project, cmd.server)
                 result = "stopped"
@@ -235,7 +237,7 @@ class Appliance:
         assert self.desired is not None
         return time.monotonic() - self._last_try.get(name, -1e18) >= self.desired.interval_seconds
 
-    def _cycle(self, name: str, rep: RoundReport) -> str:
+    def _cycle(self, name: str, rep: RoundReport, kind: str = "delta") -> str:
         if self._blocked:
             rep.errors.append((name, self._blocked))
             return f"failed: {self._blocked}"
@@ -248,7 +250,7 @@ class Appliance:
                                 rpo_since=done[-1].committed if done else None)
         try:
             with sender:
-                res = lifecycle.cycle(self.project, name, progress=sender)
+                res = lifecycle.cycle(self.project, name, progress=sender, kind=kind)
         except GodwitError as exc:
             self.project.db.event("error", exc.message, server=name)
             rep.errors.append((name, exc.message))
@@ -259,7 +261,7 @@ class Appliance:
         final = sender.snapshot()
         final.update(cycle=res.number, rpo_seconds=0.0)
         self._post_progress(final)
-        return f"cycle {res.number} committed"
+        return f"{'final ' if kind == 'final' else ''}cycle {res.number} committed"
 
     def _collect(self, name: str) -> None:
         """Delete packs that no cycle of this appliance names (put by a run that died before

@@ -38,6 +38,7 @@ class ServerPlan(_Read):
     last_cycle: int | None
     accepted: int | None
     latest_recovery_point: int | None
+    final: bool = False
     disks: list[Disk]
 
 

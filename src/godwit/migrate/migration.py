@@ -194,10 +194,12 @@ def cleanup(project: Project, name: str) -> list[str]:
 
 
 def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir: Path,
-                      shutdown_command: str | None = None, shutdown_timeout: float = 600) -> MigrationResult:
+                      shutdown_command: str | None = None, shutdown_timeout: float = 600,
+                      final_cycle: int | None = None) -> MigrationResult:
     """Shut down (optional), final cycle, apply, write the disks, stop replication, mark migrated.
 
-    A failure at any step leaves the server replicating as before.
+    ``final_cycle``: the number of a final cycle run elsewhere (an appliance's, already reported);
+    then none runs here. A failure at any step leaves the server replicating as before.
     """
     from godwit.engine import lifecycle as replication
 
@@ -225,15 +227,17 @@ def planned_migration(project: Project, name: str, *, fmt: str = "raw", out_dir:
                 raise MigrationError(f"the shutdown command failed (exit {proc.returncode})"
                                      + (f": {last[-1]}" if last else ""),
                                      hint="fix it or run without --shutdown-command; replication goes on")
-        final = replication.cycle(project, name, kind="final")
-        if final.resumed:  # it finished an interrupted cycle, whose blocks were read before the shutdown
+        if final_cycle is None:
             final = replication.cycle(project, name, kind="final")
+            if final.resumed:  # it finished an interrupted cycle, whose blocks were read before the shutdown
+                final = replication.cycle(project, name, kind="final")
+            final_cycle = final.number
         apply_server(project, name)
         server = project.db.server(name)
         with server_lock(project.state_dir, name, "apply"):
             rp = _pick(project, server, "latest")
-            if rp.number != final.number:
-                raise MigrationError(f"the final cycle {final.number} was not applied (latest recovery point "
+            if rp.number != final_cycle:
+                raise MigrationError(f"the final cycle {final_cycle} was not applied (latest recovery point "
                                      f"is {rp.number})")
             files = _export_point(project, server, rp, fmt, out_dir)
     except GodwitError as exc:

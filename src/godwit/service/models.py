@@ -85,6 +85,8 @@ class TestMigrationRequest(_Request):
 class PlannedMigrationRequest(_Request):
     format: Literal["raw", "vhd", "qcow2"] = "raw"
     folder: str | None = Field(None, pattern=FOLDER, description="under the service's export directory")
+    final_cycle_timeout: float = Field(3600, gt=0, le=86400, description=(
+        "for a server an appliance replicates: seconds to wait for the appliance's final cycle"))
 
 
 class MigrationResultView(_Body):

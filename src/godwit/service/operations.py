@@ -32,6 +32,7 @@ from godwit.engine.cycle import ProgressFn
 from godwit.errors import ConflictError, GodwitError, NotFoundError, StoreError
 from godwit.migrate import migration
 from godwit.project.project import Project
+from godwit.service import final_cycle
 from godwit.service.models import (
     CleanupResult,
     CycleResultView,
@@ -43,7 +44,6 @@ from godwit.service.models import (
 )
 from godwit.service.progress import LiveProgress
 from godwit.state import schema as t
-from godwit.state.appliances import Appliances
 
 log = logging.getLogger("godwit.service.operations")
 
@@ -230,9 +230,14 @@ def work_for(project: Project, gate: threading.Lock, kind: str, server: str, par
             return CleanupResult(removed=migration.cleanup(project, server))
 
     def planned(_report: ProgressFn) -> BaseModel:
+        # An appliance's server: its final cycle runs there; waited for outside the apply gate, so
+        # the service's mover goes on meanwhile.
+        owner = final_cycle.owner_of(project, server)
+        number = None if owner is None else final_cycle.ask_final_cycle(
+            project, owner, server, timeout=float(params.get("final_cycle_timeout", 3600)))
         with gate:
             return MigrationResultView(**asdict(migration.planned_migration(
-                project, server, fmt=params["format"], out_dir=Path(params["out_dir"]))))
+                project, server, fmt=params["format"], out_dir=Path(params["out_dir"]), final_cycle=number)))
 
     kinds: dict[str, Work] = {"enable": enable, "cycle": cycle, "test": test, "cleanup": cleanup, "planned": planned}
     return kinds[kind]
@@ -255,8 +260,7 @@ def _refuse_if_an_appliance_replicates(project: Project, server: str) -> None:
     """An appliance's server cycles on the appliance: a cycle here would take a number its chain
     needs (and the service holds the server's cycle lock, so it would only fail after the lock's
     wait). Say so at once, with the way that works."""
-    with project.db.unit() as u:
-        owner = next((a.name for a in Appliances(u.connection).all() if server in a.servers), None)
+    owner = final_cycle.owner_of(project, server)
     if owner is not None:
         raise ConflictError(f"server {server} is replicated by appliance {owner}; the service does not run its cycles",
                             hint=f"queue a command for the appliance: POST /api/v1/appliances/{owner}/commands "

@@ -12,7 +12,9 @@ from godwit.state.appliances import ApplianceView
 
 UID = r"^[0-9a-f]{1,32}$"
 BIG = 1 << 62  # any count of bytes or seconds fits far below this
-CommandKind = Literal["cycle", "stop", "resync"]
+#: ``final`` is queued by a planned migration only (the service waits for its cycle).
+CommandKind = Literal["cycle", "stop", "resync", "final"]
+OperatorCommandKind = Literal["cycle", "stop", "resync"]
 
 
 class _Body(BaseModel):
@@ -40,6 +42,8 @@ class DesiredServer(_Body):
     last_cycle: int | None = Field(description="the highest cycle number the service has of this server")
     accepted: int | None = Field(description="the latest cycle the next report must build on")
     latest_recovery_point: int | None
+    final: bool = Field(False, description="a planned migration waits for this server's final cycle: run no "
+                                          "scheduled cycle of it, only the `final` command")
     disks: list[DesiredDisk]
 
 
@@ -149,7 +153,7 @@ class CommandDone(_Request):
 
 class CommandRequest(_Request):
     server: str = Field(pattern=NAME)
-    kind: CommandKind
+    kind: OperatorCommandKind
 
 
 class ApplianceSettingsRequest(_Request):

@@ -22,7 +22,7 @@ from godwit.errors import ConflictError, NotFoundError
 from godwit.state import schema as t
 from godwit.state.models import fits_int64
 
-COMMANDS = ("cycle", "stop", "resync")
+COMMANDS = ("cycle", "stop", "resync", "final")  # final: a planned migration's (service/final_cycle.py)
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,26 @@ class ApplianceProtocol:
         rows = self.c.execute(q.order_by(t.appliance_commands.c.id.desc() if not pending
                                          else t.appliance_commands.c.id).limit(limit))
         return [self._command(r) for r in rows]
+
+    def command(self, command_id: int) -> Command:
+        r = self.c.execute(self._commands().where(t.appliance_commands.c.id == command_id)).first()
+        if r is None:
+            raise NotFoundError(f"no command with id {command_id}")
+        return self._command(r)
+
+    def migrating(self, server: str) -> bool:
+        """Whether a planned migration of ``server`` is queued or running (it waits for the final cycle)."""
+        q = select(t.operations.c.id).where(t.operations.c.server == server, t.operations.c.kind == "planned",
+                                            t.operations.c.state.in_(("queued", "running")))
+        return self.c.execute(q.limit(1)).first() is not None
+
+    def final_cycle_after(self, server_id: int, number: int) -> int | None:
+        """The first reported ``final`` cycle numbered above ``number``, if one has come."""
+        q = select(func.min(t.cycles.c.number)).where(
+            t.cycles.c.server_id == server_id, t.cycles.c.number > number, t.cycles.c.kind == "final",
+            t.cycles.c.state.in_(("committed", "applied")))
+        n = self.c.execute(q).scalar()
+        return int(n) if n is not None else None
 
     def finish_command(self, appliance_id: int, command_id: int, result: str) -> Command:
         """Mark one of this appliance's commands done (again: no change). Another's is unknown (404)."""

@@ -232,7 +232,7 @@ appliance_commands = Table(
     Column("id", Integer, primary_key=True),
     Column("appliance_id", Integer, ForeignKey("appliances.id", ondelete="CASCADE"), nullable=False),
     Column("server_id", Integer, ForeignKey("servers.id", ondelete="CASCADE"), nullable=False),
-    Column("kind", String(16), nullable=False),  # cycle | stop | resync
+    Column("kind", String(16), nullable=False),  # cycle | stop | resync | final
     Column("created", Float, nullable=False),
     Column("done", Float),
     Column("result", Text),

@@ -95,7 +95,7 @@ def desired_state(who: Principal = Depends(appliance_only), project: Project = D
             servers.append(DesiredServer(
                 name=s.name, uid=s.uid, replicate=s.state in ("replicating", "paused"),
                 last_cycle=proto.last_number(s.id), accepted=proto.live_parent(s.id),
-                latest_recovery_point=proto.latest_point(s.id),
+                latest_recovery_point=proto.latest_point(s.id), final=proto.migrating(s.name),
                 disks=[DesiredDisk(index=d.idx, uid=d.uid, spec=d.spec, format=d.format, size=d.size)
                        for d in u.servers.disks(s.id)]))
         settings = proto.settings(me.id)
