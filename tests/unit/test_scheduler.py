@@ -167,3 +167,29 @@ def test_parallel_disks_is_configured_and_validated() -> None:
     with pytest.raises(ConfigError) as info:
         parse({"replication": {"parallel_disks": 0}})
     assert info.value.hint and "default" in info.value.hint
+
+
+def test_backoff_and_starvation_bound_come_from_the_config() -> None:
+    from godwit.config.model import parse
+    from godwit.errors import ConfigError
+
+    rep = parse({"replication": {"error_backoff_seconds": 2, "error_backoff_max_seconds": 5,
+                                 "starve_after_seconds": 30, "parallel_disks": 3}}).replication
+    clock = Clock()
+    s = Scheduler.configured(rep, 1, clock=clock)
+    assert (s.parallel_disks, s.starve_after) == (3, 30.0)
+    assert s.pick([delta("bad", 1)]) == ["bad"]
+    s.finished("bad", error="disk gone")
+    waits = []
+    for _ in range(4):
+        start = clock.t
+        while s.pick([delta("bad", 1)]) != ["bad"]:
+            clock.t += 1
+        waits.append(clock.t - start)
+        s.finished("bad", error="still gone")
+    assert waits == [2, 4, 5, 5]  # the configured base, doubled, capped
+    assert Scheduler.configured(parse({}).replication, 600, clock=clock).starve_after == 600.0  # max(interval, 60)
+    for bad in ({"error_backoff_seconds": 0}, {"error_backoff_seconds": 10, "error_backoff_max_seconds": 5},
+                {"starve_after_seconds": -1}, {"starve_after_seconds": "1"}):
+        with pytest.raises(ConfigError, match="replication"):
+            parse({"replication": bad})

@@ -100,6 +100,12 @@ class ReplicationConfig:
     interval_seconds: int = 300
     #: Disks whose cycles `replicate run` runs at once (a server's cycle counts all its disks).
     parallel_disks: int = field(default_factory=default_parallel_disks)
+    #: After a failed cycle the server waits this long, doubled per consecutive failure ...
+    error_backoff_seconds: float = 15.0
+    #: ... up to this.
+    error_backoff_max_seconds: float = 900.0
+    #: A due cycle that waited this long is served before any other (None: max(interval, 60 s)).
+    starve_after_seconds: float | None = None
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
 
     @property
@@ -182,6 +188,19 @@ def parse(data: dict[str, Any], root: Path | None = None) -> Config:
         raise ConfigError(f"[replication] parallel_disks must be between 1 and {PARALLEL_DISKS_MAX}, "
                           f"not {r.parallel_disks}",
                           hint=f"leave it out for the default of this machine ({default_parallel_disks()})")
+    r.error_backoff_seconds = float(_take(rep, "replication", "error_backoff_seconds", (int, float),
+                                          r.error_backoff_seconds))
+    if not 1 <= r.error_backoff_seconds <= 3600:
+        raise ConfigError("[replication] error_backoff_seconds must be between 1 and 3600")
+    r.error_backoff_max_seconds = float(_take(rep, "replication", "error_backoff_max_seconds", (int, float),
+                                              r.error_backoff_max_seconds))
+    if not r.error_backoff_seconds <= r.error_backoff_max_seconds <= 86400:
+        raise ConfigError("[replication] error_backoff_max_seconds must be between error_backoff_seconds "
+                          f"({r.error_backoff_seconds:g}) and 86400 (a day)")
+    starve = _take(rep, "replication", "starve_after_seconds", (int, float), None)
+    if starve is not None and not 1 <= starve <= 7 * 86400:
+        raise ConfigError("[replication] starve_after_seconds must be between 1 and 604800 (a week)")
+    r.starve_after_seconds = float(starve) if starve is not None else None
     throttle = _take(rep, "replication", "throttle", dict, {})
     t = r.throttle
     t.max_mbps = _take(throttle, "replication.throttle", "max_mbps", (int, float), None)

@@ -123,7 +123,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
     parallel = project.config.replication.parallel_disks
-    sched = Scheduler(parallel, interval, clock=time.time, once=once)
+    sched = Scheduler.configured(project.config.replication, interval, clock=time.time, once=once)
     local = project.config.replicas.kind == "local" or project.config.cache.kind == "local"
     project.store  # noqa: B018 -- made here, once: every cycle thread shares it (and its throttle)
     project.store_id()

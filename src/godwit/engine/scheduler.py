@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from godwit.config.model import ReplicationConfig
+
 #: The first retry after an error waits this long (seconds), doubling per consecutive failure ...
 BACKOFF_BASE = 15.0
 #: ... up to this.
@@ -90,6 +92,13 @@ class Scheduler:
     _tracks: dict[str, _Track] = field(default_factory=dict, repr=False)
     _reasons: dict[str, str] = field(default_factory=dict, repr=False)
     _known: dict[str, Candidate] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def configured(cls, rep: ReplicationConfig, interval: float, *, clock: Callable[[], float],
+                   once: bool = False) -> Scheduler:
+        """The scheduler `[replication]` asks for (budget, backoff, starvation bound)."""
+        return cls(rep.parallel_disks, interval, clock=clock, once=once, starve_after=rep.starve_after_seconds,
+                   backoff_base=rep.error_backoff_seconds, backoff_cap=rep.error_backoff_max_seconds)
 
     def __post_init__(self) -> None:
         if self.parallel_disks < 1:
