@@ -102,6 +102,18 @@ def test_a_starving_initial_is_served_before_new_deltas() -> None:
     assert clock.t - 1000 <= 40  # served within starve_after plus one cycle
 
 
+def _failing_waits(s: Scheduler, clock: Clock, name: str, n: int) -> list[float]:
+    """How long each of ``n`` consecutive failures of ``name`` made its next cycle wait."""
+    waits = []
+    for _ in range(n):
+        start = clock.t
+        while s.pick([delta(name, 1)]) != [name]:
+            clock.t += 1
+        waits.append(clock.t - start)
+        s.finished(name, error="still gone")
+    return waits
+
+
 def test_error_backs_off_exponentially_without_blocking_others() -> None:
     clock = Clock()
     s = Scheduler(1, 5, clock=clock, backoff_base=10, backoff_cap=25)
@@ -111,13 +123,7 @@ def test_error_backs_off_exponentially_without_blocking_others() -> None:
     assert any(x.state == "backoff" and "backing off after error until" in x.reason
                for x in s.slots() if x.server == "bad")
     s.finished("good")
-    waits = []
-    for _ in range(4):
-        start = clock.t
-        while s.pick([delta("bad", 1)]) != ["bad"]:
-            clock.t += 1
-        waits.append(clock.t - start)
-        s.finished("bad", error="still gone")
+    waits = _failing_waits(s, clock, "bad", 4)
     assert waits == [10, 20, 25, 25]  # doubled, capped
     while s.pick([delta("bad", 1)]) != ["bad"]:
         clock.t += 1
@@ -180,13 +186,7 @@ def test_backoff_and_starvation_bound_come_from_the_config() -> None:
     assert (s.parallel_disks, s.starve_after) == (3, 30.0)
     assert s.pick([delta("bad", 1)]) == ["bad"]
     s.finished("bad", error="disk gone")
-    waits = []
-    for _ in range(4):
-        start = clock.t
-        while s.pick([delta("bad", 1)]) != ["bad"]:
-            clock.t += 1
-        waits.append(clock.t - start)
-        s.finished("bad", error="still gone")
+    waits = _failing_waits(s, clock, "bad", 4)
     assert waits == [2, 4, 5, 5]  # the configured base, doubled, capped
     assert Scheduler.configured(parse({}).replication, 600, clock=clock).starve_after == 600.0  # max(interval, 60)
     for bad in ({"error_backoff_seconds": 0}, {"error_backoff_seconds": 10, "error_backoff_max_seconds": 5},
