@@ -70,3 +70,11 @@ def test_unregister_frees_the_servers_and_refuses_the_token(tmp_path: Path) -> N
         assert removed.returncode == 0, removed.stderr
         with svc.client(operator) as c:
             assert c.get(f"{API}/servers/web").status_code == 404
+
+
+def test_a_name_that_is_not_a_name_never_reaches_another_route(tmp_path: Path) -> None:
+    # No service at all: the name is refused before any request (a request would fail to connect).
+    for argv in (("appliance", "unregister", "../tokens/1", "--yes"), ("replicate", "stop", "web/../../tokens"),
+                 ("migrate", "x%2F..", "--test")):
+        r = cli("--service", "http://127.0.0.1:9", *argv, token="gw_not-a-token")
+        assert r.returncode == 2 and "is not a name" in r.stderr, (argv, r.returncode, r.stderr)

@@ -11,6 +11,7 @@ history, and no message ever includes it.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -81,7 +82,7 @@ class ServiceClient:
 
     def status(self, name: str | None = None) -> list[ServerStatus]:
         if name is not None:
-            return [self._as(ServerStatus, self._get(f"/api/v1/servers/{name}"))]
+            return [self._as(ServerStatus, self._get(f"/api/v1/servers/{segment(name)}"))]
         result: list[ServerStatus] = self._as(list[ServerStatus], self._get("/api/v1/servers"))
         return result
 
@@ -125,7 +126,7 @@ class ServiceClient:
     def stop_replication(self, name: str) -> ReplicationView:
         from godwit.service.models import ReplicationView
 
-        view: ReplicationView = self._as(ReplicationView, self._call("PUT", f"/api/v1/replications/{name}",
+        view: ReplicationView = self._as(ReplicationView, self._call("PUT", f"/api/v1/replications/{segment(name)}",
                                                                      body={"enabled": False}))
         return view
 
@@ -139,7 +140,7 @@ class ServiceClient:
     def unregister_appliance(self, name: str) -> tuple[ApplianceView, list[str]]:
         from godwit.service.protocol_models import Unregistered
 
-        done: Unregistered = self._as(Unregistered, self._call("DELETE", f"/api/v1/appliances/{name}"))
+        done: Unregistered = self._as(Unregistered, self._call("DELETE", f"/api/v1/appliances/{segment(name)}"))
         return done.appliance, done.stopped
 
 
@@ -162,6 +163,16 @@ def raised(error: OperationError) -> GodwitError:
     exc = cls(error.error, hint=error.hint)
     exc.exit_code = error.exit_code  # the service's own, also for `Interrupted`
     return exc
+
+
+def segment(name: str) -> str:
+    """A server's or appliance's name as one segment of an API path: refused unless it is a name
+    (``../tokens/1`` must not become another route)."""
+    from godwit.service.models import NAME
+
+    if not re.fullmatch(NAME, name):
+        raise UsageError(f"{name[:80]!r} is not a name (letters, digits, '.', '_', '-'; at most 63)")
+    return name
 
 
 def service_client() -> ServiceClient | None:

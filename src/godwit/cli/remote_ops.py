@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from godwit.cli.common import err
-from godwit.cli.remote import ServiceClient
+from godwit.cli.remote import ServiceClient, segment
 from godwit.engine.cycle import CycleResult
 from godwit.errors import UsageError
 
@@ -50,12 +50,12 @@ def no_mbps(max_mbps: float | None) -> None:
 
 
 def enable(remote: ServiceClient, name: str, show: bool) -> CycleResult | None:
-    op = run(remote, "PUT", f"{API}/replications/{name}", {"enabled": True}, f"{name} initial", show)
+    op = run(remote, "PUT", f"{API}/replications/{segment(name)}", {"enabled": True}, f"{name} initial", show)
     return CycleResult(**op.result.model_dump()) if op.result is not None else None
 
 
 def cycle(remote: ServiceClient, name: str, show: bool) -> CycleResult:
-    op = run(remote, "POST", f"{API}/replications/{name}/cycles", None, f"{name} delta", show)
+    op = run(remote, "POST", f"{API}/replications/{segment(name)}/cycles", None, f"{name} delta", show)
     assert op.result is not None
     return CycleResult(**op.result.model_dump())
 
@@ -85,13 +85,13 @@ def migrate(remote: ServiceClient, name: str, *, test: bool, recovery_point: str
     if test:
         body["recovery_point"] = recovery_point
     kind = "test" if test else "planned"
-    op = run(remote, "POST", f"{API}/migrations/{name}/{kind}", body, f"{name} {kind} migration", not json_)
+    op = run(remote, "POST", f"{API}/migrations/{segment(name)}/{kind}", body, f"{name} {kind} migration", not json_)
     assert op.result is not None
     return MigrationResult(**op.result.model_dump())
 
 
 def cleanup(remote: ServiceClient, name: str) -> list[str]:
-    op = run(remote, "POST", f"{API}/migrations/{name}/cleanup", None, f"{name} cleanup", False)
+    op = run(remote, "POST", f"{API}/migrations/{segment(name)}/cleanup", None, f"{name} cleanup", False)
     assert op.result is not None
     removed: list[str] = op.result.model_dump()["removed"]
     return removed
