@@ -130,3 +130,40 @@ def test_a_stalled_job_is_superseded_by_the_one_already_queued(pg_project: Proje
     assert any("superseded" in e.message for e in pg_project.db.events("s"))
     _burst(pg_project)
     assert [rp.number for rp in pg_project.db.recovery_points(pg_project.db.server("s").id)] == [1]
+
+
+def _replicate_run(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    url = project.db.sa_url.render_as_string(hide_password=False)
+    return subprocess.run([sys.executable, "-m", "godwit", "--database-url", url, "replicate", "run", "--once",
+                           "--json", *args, "--project", str(project.root)],
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_the_appliance_loop_on_postgresql_applies_through_the_queue(pg_project: Project, tmp_path: Path) -> None:
+    disk = make_raw(tmp_path / "d.raw", SIZE)
+    add_server(pg_project, "s", [str(disk)])
+    with pg_project.db.unit() as u:  # enabled, no cycle yet: the loop runs the initial
+        u.servers.set_state(pg_project.db.server("s").id, "replicating")
+
+    # --no-mover: the loop commits and defers the apply; a worker elsewhere does it.
+    proc = _replicate_run(pg_project, "--no-mover")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [c["number"] for c in out["cycles"]] == [1] and out["applied"] == 0
+    uid = pg_project.db.server("s").uid
+    assert _jobs(pg_project) == [("todo", uid, f"apply:{uid}")]
+    assert pg_project.db.recovery_points(pg_project.db.server("s").id) == []
+    _burst(pg_project)
+    assert [rp.number for rp in pg_project.db.recovery_points(pg_project.db.server("s").id)] == [1]
+
+    # With its own worker (the default): applied by a job of the loop's worker before --once ends.
+    scribble(disk, seed=6)
+    proc = _replicate_run(pg_project)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [c["number"] for c in out["cycles"]] == [2] and out["applied"] == 1, out
+    assert _jobs(pg_project) == []
+    assert [rp.number for rp in pg_project.db.recovery_points(pg_project.db.server("s").id)] == [1, 2]
+    applied = [e.message for e in pg_project.db.events("s") if " applied " in e.message]
+    assert any("replicate-run" in m for m in applied), applied  # by the queue's worker, not in-process
+    assert next(pg_project.replicas_dir.glob("s-*/disk0-*.img")).read_bytes() == disk.read_bytes()

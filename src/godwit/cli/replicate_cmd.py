@@ -129,6 +129,9 @@ def run(
     continuous: Annotated[bool, typer.Option(help="Start a server's next cycle as soon as the last one "
                                                   "commits (at most every --min-interval seconds).")] = False,
     min_interval: Annotated[float, typer.Option(help="With --continuous: seconds between cycle starts.")] = 1.0,
+    mover: Annotated[bool, typer.Option(help="Apply committed cycles here (local cache or replicas). On "
+                                             "PostgreSQL applies always go through the job queue; --no-mover "
+                                             "leaves them to `godwit mover worker`s.")] = True,
     project: ProjectOpt = None,
     max_mbps: MaxMbps = None,
     json_: JsonOpt = False,
@@ -146,12 +149,24 @@ def run(
 
         # Progress bars only when one cycle runs at a time: parallel cycles would fight over one terminal.
         bars = not json_ and p.config.replication.parallel_disks == 1
-        try:
-            report = replication.run_loop(
+
+        def loop(loop_mover: replication.LoopMover | None, apply: bool) -> replication.LoopReport:
+            return replication.run_loop(
                 p, interval=interval, once=once, continuous=continuous, min_interval=min_interval,
                 progress_for=(lambda s: disk_progress(f"{s}", True)) if bars else None,
                 on_cycle=None if json_ else (lambda r: _say(r, False)), on_error=on_error,
-                on_round=lambda: _run_cutovers(p))
+                on_round=lambda: _run_cutovers(p), mover=loop_mover, apply=apply)
+
+        try:
+            if p.db.backend == "postgresql":  # never beside other machines' workers: through the queue
+                from godwit.movers.loop import applied_count, queue_mover
+
+                before = applied_count(p)
+                with queue_mover(p, worker=mover, drain=once) as qm:
+                    report = loop(qm, True)
+                report.applied = applied_count(p) - before
+            else:
+                report = loop(None, mover)
         except KeyboardInterrupt:
             # The second Ctrl-C: stop now, running cycles included (each resumes from its journal,
             # as after a kill -9); waiting for their threads would be the first Ctrl-C again.

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from godwit.engine import gateway_state, schedule_state
 from godwit.engine.cycle import CycleResult, ProgressFn, bottleneck, run_cycle
@@ -79,6 +79,39 @@ class LoopReport:
     applied: int = 0
 
 
+class LoopMover(Protocol):
+    """How the appliance loop gets its committed cycles applied (with a local cache or replicas).
+
+    The default applies in the loop's own process (``InProcessMover``); on PostgreSQL the CLI
+    hands the applies to the mover's job queue instead (``godwit.movers``), so that workers on
+    other machines and this loop never apply one server at once."""
+
+    def after_commit(self, name: str) -> int:
+        """Called in the cycle's thread once its cycle committed; returns cycles applied here."""
+        ...
+
+    def sweep(self) -> dict[str, int | GodwitError]:
+        """Everything committed and not applied (e.g. a stopped server's last cycles)."""
+        ...
+
+
+@dataclass
+class InProcessMover:
+    project: Project
+
+    def after_commit(self, name: str) -> int:
+        from godwit.engine.mover import apply_server
+
+        return len(apply_server(self.project, name))
+
+    def sweep(self) -> dict[str, int | GodwitError]:
+        if not schedule_state.with_committed(self.project):
+            return {}  # one query instead of one per server
+        from godwit.engine.mover import run_mover
+
+        return run_mover(self.project)
+
+
 @dataclass
 class _JobResult:
     cycle: CycleResult | None = None
@@ -92,7 +125,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
              on_cycle: Callable[[CycleResult], None] | None = None,
              on_error: Callable[[str, GodwitError], None] | None = None,
              stop_event: threading.Event | None = None, continuous: bool = False,
-             min_interval: float = 1.0, on_round: Callable[[], None] | None = None) -> LoopReport:
+             min_interval: float = 1.0, on_round: Callable[[], None] | None = None,
+             mover: LoopMover | None = None, apply: bool = True) -> LoopReport:
     """The appliance loop: every enabled server gets a cycle when its interval has passed, up to
     ``replication.parallel_disks`` disks at once, in the order the scheduler picks
     (``engine.scheduler``: oldest recovery point first, initials yield, errors back off).
@@ -101,8 +135,9 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     started; the throttle still bounds the upload. The RPO is then about one cycle's read and upload
     of the churn. All parallel cycles share the project's store, hence one throttle.
 
-    With a local project a server's committed cycle is applied right after it, in the same job
-    (so its apply never overlaps its next cycle). An error in one server is reported and backs
+    With a local project (and ``apply``) a server's committed cycle is applied right after it, in
+    the same job (so its apply never overlaps its next cycle), by ``mover`` (default: in this
+    process). An error in one server is reported and backs
     that server off; the others go on. ``progress_for`` is entered in the cycle's thread;
     ``on_cycle``, ``on_error`` and ``on_round`` are called in the caller's thread.
     """
@@ -124,7 +159,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
             signal.signal(sig, on_signal)
     parallel = project.config.replication.parallel_disks
     sched = Scheduler.configured(project.config.replication, interval, clock=time.time, once=once)
-    local = project.config.replicas.kind == "local" or project.config.cache.kind == "local"
+    local = apply and (project.config.replicas.kind == "local" or project.config.cache.kind == "local")
+    mover = mover if mover is not None else InProcessMover(project)
     project.store  # noqa: B018 -- made here, once: every cycle thread shares it (and its throttle)
     project.store_id()
     board = ScheduleFile(project)
@@ -136,13 +172,13 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
         while True:
             if not stop_event.is_set():
                 for name in sched.pick(known.get()):
-                    running[pool.submit(_job, project, name, progress_for, local)] = name
+                    running[pool.submit(_job, project, name, progress_for, mover if local else None)] = name
             board.write(sched, at_most_every=0.0 if not running else 1.0)
             if not running and (stop_event.is_set() or sched.idle()):
                 break
             if not running and local and time.monotonic() - last_sweep >= max(interval, 10.0):
                 last_sweep = time.monotonic()  # e.g. stopped servers' cycles, an apply that failed
-                report.applied += _run_mover(project, report, on_error)
+                report.applied += _run_mover(mover, report, on_error)
             if time.monotonic() - last_round >= 1.0:
                 last_round = time.monotonic()
                 project.tick_windows()  # a window that passed with nothing sent is logged too
@@ -160,7 +196,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
                 if _finish(project, sched, report, name, fut, on_cycle, on_error):
                     known.committed(name)
         if local:
-            report.applied += _run_mover(project, report, on_error)
+            report.applied += _run_mover(mover, report, on_error)
         project.tick_windows()
         if on_round is not None:
             on_round()
@@ -173,7 +209,8 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
     return report
 
 
-def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None, local: bool) -> _JobResult:
+def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None, mover: LoopMover | None
+         ) -> _JobResult:
     """One server's turn, in a pool thread: its cycle, then (local) the mover for that server."""
     out = _JobResult()
     try:
@@ -190,11 +227,9 @@ def _job(project: Project, name: str, progress_for: Callable[[str], Any] | None,
     except GodwitError as exc:
         out.error = exc
         return out
-    if local:  # the cycle just committed: there is something to apply
-        from godwit.engine.mover import apply_server
-
+    if mover is not None:  # the cycle just committed: there is something to apply
         try:
-            out.applied = len(apply_server(project, name))
+            out.applied = mover.after_commit(name)
         except ConflictError:
             log.info("%s: busy (a migration or another mover holds it); next round", name)
         except GodwitError as exc:
@@ -233,15 +268,9 @@ def _finish(project: Project, sched: Scheduler, report: LoopReport, name: str, f
     return True
 
 
-def _run_mover(project: Project, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:
-    try:
-        from godwit.engine.mover import run_mover
-    except ImportError:  # the mover is optional for the appliance loop
-        return 0
+def _run_mover(mover: LoopMover, report: LoopReport, on_error: Callable[[str, GodwitError], None] | None) -> int:
     applied = 0
-    if not schedule_state.with_committed(project):
-        return 0  # one query instead of one per server
-    for name, res in run_mover(project).items():
+    for name, res in mover.sweep().items():
         if isinstance(res, GodwitError):
             report.errors.append((name, res))
             if on_error:
