@@ -5,7 +5,7 @@ latest recovery point, ``begin`` every disk (the replica saves what it needs to 
 every verified write, ``seal`` every disk, record recovery point N and release recovery points beyond
 the retention. The cycle's cache objects are deleted *behind* the apply, by one background thread
 that ``apply_server`` joins before it returns: the next cycle's apply does not wait for the unlinks
-(on a ``discard``-mounted ext4 here they took a third as long as the apply, docs/benchmarks.md).
+(on a ``discard``-mounted ext4 here they took half as long as the apply itself, docs/benchmarks.md).
 A damaged pack stops the server's disks: the partial apply is rolled back, the disk is flagged, an
 event is written.
 """
