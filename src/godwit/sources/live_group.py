@@ -109,9 +109,9 @@ class LiveGroup:
         """Without a guest agent nothing happens between the commands: the overlays' nodes, the
         transaction and the exports are sent back to back (one wait for QEMU, not three), and
         what each one that succeeded made is recorded for the teardown."""
-        socks = [m.export_socket() for m in todo]
         for m in todo:
             m.make_overlay()
+        socks = [m.export_socket() for m in todo]  # in the fleecing folder, made just now
         actions: list[dict[str, Any]] = [a for m in todo for a in m.freeze_actions()]
         instant = f"{self.key[1]}#{next(_serial)}"
         commands = [m.add_overlay_command() for m in todo] + [("transaction", {"actions": actions})]
