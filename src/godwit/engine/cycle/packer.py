@@ -2,7 +2,9 @@
 
 Packs are built in place in page-aligned buffers from a small pool (no join, direct I/O
 possible); the pool bounds the packs in memory, waiting or in flight, to concurrency + 2. Each
-pack is put by the upload pool, then journaled, and its buffer comes back.
+pack is put by the upload pool, then journaled, and its buffer comes back. ``finish`` waits for
+the puts (the manifest needs every pack durable), ``journaled`` for the journal rows too (the
+state's commit drops them), so the last pack's journal row is written while the commit begins.
 
 A pack is sealed early, before the pack size, when nothing is being stored and it holds at least
 a quarter of what the cycle sealed before it (and at least ``EARLY``). So the store writes while
@@ -54,7 +56,8 @@ class Packer:
         self.nbufs = concurrency + 2
         for b in buffers.take(cap, self.nbufs):
             self.pack_bufs.put(b)
-        self.uploads: list[Future[None]] = []
+        self.uploads: list[Future[None]] = []  # each pack's put and journal row
+        self.stored: list[Future[None]] = []  # each pack's put
         self.builder: PackBuilder | None = None
         self.builder_buf: mmap.mmap | None = None
         self.pending: list[journal.JournalEntry] = []
@@ -103,7 +106,9 @@ class Packer:
         with self._lock:
             self.storing += 1
         self.sealed_bytes += len(data)
-        self.uploads.append(self.upool.submit(self._upload, pack_id, data, entries, buf))
+        stored: Future[None] = Future()
+        self.stored.append(stored)
+        self.uploads.append(self.upool.submit(self._upload, pack_id, data, entries, buf, stored))
         for je in entries:
             e = je.entry
             self.by_idx[e.disk].extents.append(
@@ -111,8 +116,13 @@ class Packer:
         self.pending = []
 
     def finish(self) -> None:
-        """Send the last pack and wait for every upload; the first error is raised."""
+        """Send the last pack and wait until every pack is stored; the first error is raised."""
         self.flush()
+        for fu in self.stored:
+            fu.result()
+
+    def journaled(self) -> None:
+        """Wait until every pack is journaled too; the first error is raised."""
         for fu in self.uploads:
             fu.result()
         # Every upload is done and its buffer back: keep them for the next cycle.
@@ -123,14 +133,19 @@ class Packer:
             fu.cancel()
 
     def _upload(self, pack_id: str, data: bytes | memoryview, entries: list[journal.JournalEntry],
-                buf: mmap.mmap) -> None:
+                buf: mmap.mmap, stored: Future[None]) -> None:
         try:
             t0 = time.perf_counter()
             log.debug("%s cycle %d: put pack %s (%d bytes, %d extents)", self.server_name, self.cyc.number,
                       pack_id, len(data), len(entries))
             # Pack ids are random and nobody else writes them: a plain put, so that a retry of a put
             # whose first attempt did land (a timeout after the server stored it) cannot fail.
-            self.store.put(pack_key(self.server_uid, pack_id), data)
+            try:
+                self.store.put(pack_key(self.server_uid, pack_id), data)
+            except BaseException as exc:
+                stored.set_exception(exc)
+                raise
+            stored.set_result(None)
             with self._lock:
                 self.t_upload += time.perf_counter() - t0
                 self.packs_uploaded += 1

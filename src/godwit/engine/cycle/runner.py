@@ -10,11 +10,13 @@ The shape is in docs/architecture.md, "A cycle".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from godwit.engine.cycle import changes, commit
@@ -51,6 +53,8 @@ class CycleRunner:
         self.workers = workers
         self.packs_uploaded = 0
         self._held0 = 0.0
+        self._packer: Packer | None = None
+        self._upool: ThreadPoolExecutor | None = None
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -123,6 +127,8 @@ class CycleRunner:
                          stage_stats(works, 0, t_read=t_read, t_cpu=t_cpu, t_upload=t_upload, t_throttle=0.0,
                                      t_wall=0.0), started)
         except BaseException:
+            with contextlib.suppress(Exception):  # the uploads' own error, if any, is not the one to report
+                self._journaled()
             self._tell_failed(cyc, works)
             raise
         return make_result(self.server.name, db.cycle(self.server.id, cyc.number), resumed=resumed,
@@ -178,25 +184,36 @@ class CycleRunner:
     def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork],
                          reads_done: Callable[[], None]) -> tuple[float, float, float]:
         """Read, pack and store every change; returns the stage timers (read, cpu, upload).
-        ``reads_done`` is called once the last read's result is taken (before the last pack)."""
-        from concurrent.futures import ThreadPoolExecutor
-
+        ``reads_done`` is called once the last read's result is taken (before the last pack).
+        Every pack is stored on return; their journal rows may still be on their way
+        (``_journaled`` waits for them)."""
         bucket = self.project.bucket
         self._held0 = bucket.held_seconds if bucket else 0.0
         rep = self.cfg.replication
         pipeline = Pipeline(tracker=self.tracker, bs=self.bs, digest=block_digest(rep.hash),
                             compression_level=rep.compression_level, workers=self.workers, progress=self.progress,
                             hashes=HashTarget(self.project.hashes_dir, cyc.number, rep.hash))
-        with ThreadPoolExecutor(rep.upload_concurrency, thread_name_prefix="godwit-upload") as upool:
-            packer = Packer(store=self.project.store, db=self.project.db, server_uid=self.server.uid,
-                            server_name=self.server.name, cyc=cyc, works=works, bs=self.bs,
-                            pack_size=self.cfg.cache.pack_size_mib << 20, upool=upool,
-                            concurrency=rep.upload_concurrency)
-            try:
-                pipeline.run(works, packer, reads_done=reads_done)
-            finally:
-                self.packs_uploaded = packer.packs_uploaded
+        upool = self._upool = ThreadPoolExecutor(rep.upload_concurrency, thread_name_prefix="godwit-upload")
+        packer = self._packer = Packer(store=self.project.store, db=self.project.db, server_uid=self.server.uid,
+                                       server_name=self.server.name, cyc=cyc, works=works, bs=self.bs,
+                                       pack_size=self.cfg.cache.pack_size_mib << 20, upool=upool,
+                                       concurrency=rep.upload_concurrency)
+        try:
+            pipeline.run(works, packer, reads_done=reads_done)
+        finally:
+            self.packs_uploaded = packer.packs_uploaded
         return pipeline.t_read, pipeline.t_cpu, packer.t_upload
+
+    def _journaled(self) -> None:
+        """Wait for every pack's journal row (raising the first error), and end the upload pool."""
+        packer, upool = self._packer, self._upool
+        self._packer = self._upool = None
+        try:
+            if packer is not None:
+                packer.journaled()
+        finally:
+            if upool is not None:
+                upool.shutdown(wait=True)
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -219,6 +236,7 @@ class CycleRunner:
                                   name="godwit-tell", daemon=True)
         teller.start()
         try:
+            self._journaled()  # the last pack's journal row was written beside the manifest's put
             commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats, works)
         finally:
             teller.join()  # before a failure's tracker call: they share QEMU's monitor session
