@@ -149,17 +149,20 @@ def test_a_failed_cycle_merges_the_bitmap_back(project: Project, tmp_path: Path,
 KILL_MID_CYCLE = """
 import sys, os, signal
 from godwit.project.project import open_project
-from godwit.engine.cycle import run_cycle
+from godwit.engine.cycle import run_cycle, runner
 from godwit.engine.cycle.packer import Packer
 from godwit.trackers import BitmapTracker
-flush = Packer.flush
-def die(self):  # the packs sent so far are journaled; the last one (flushed by Pipeline._run) never
-    if sys._getframe(1).f_code.co_name == "_run":
-        for fu in self.uploads:
-            fu.result()
-        os.kill(os.getpid(), signal.SIGKILL)
+flush, packers = Packer.flush, []
+def seen(self):
+    packers.append(self)
     flush(self)
-Packer.flush = die
+def die(closer):  # the reads are done, the view still exists (its teardown would start now); the
+    for p in packers:  # packs sealed so far are journaled, the last one is never sealed
+        for fu in p.uploads:
+            fu.result()
+    os.kill(os.getpid(), signal.SIGKILL)
+Packer.flush = seen
+runner._Closer.start = die
 from pathlib import Path
 run_cycle(open_project(Path(sys.argv[1])), "s", tracker=BitmapTracker())
 """

@@ -86,7 +86,17 @@ def test_two_disks_of_one_qemu_are_one_instant(project: Project, daemon: QemuDae
             transactions.append([a["data"]["device"] for a in args["actions"] if a["type"] == "blockdev-backup"])
         return run(self, command, **args)
 
+    run_all = QmpSession.run_all
+
+    def spied_all(self: QmpSession, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        for command, args in commands:  # the freeze's transaction goes with the nodes and exports
+            if command == "transaction" and any(a["type"] == "blockdev-backup" for a in args["actions"]):
+                transactions.append([a["data"]["device"] for a in args["actions"]
+                                     if a["type"] == "blockdev-backup"])
+        return run_all(self, commands)
+
     monkeypatch.setattr(QmpSession, "run", spied)
+    monkeypatch.setattr(QmpSession, "run_all", spied_all)
     add_server(project, "s", daemon.specs)
     project.db.set_server_state(project.db.server("s").id, "replicating")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(daemon.nbd_sock)], stderr=subprocess.PIPE)

@@ -144,12 +144,24 @@ class LiveSource(DiskSource):
 
     def prepare_overlay(self, q: QmpSession) -> None:
         """The overlay file and its node (blockdev-add cannot be part of a transaction)."""
+        self.make_overlay()
+        cmd, args = self.add_overlay_command()
+        q.run(cmd, **args)
+        self.made("node")
+
+    def make_overlay(self) -> None:
+        """The overlay file (a copy of a template: no QEMU round trip)."""
         self._fleece_dir.mkdir(parents=True, exist_ok=True)
         self.check_space()
         new_overlay(self.overlay, self.size)
-        q.run("blockdev-add", driver="qcow2", **{"node-name": self.name}, backing=self.spec.node,
-              file={"driver": "file", "filename": str(self.overlay)})
-        self._held.add("node")
+
+    def add_overlay_command(self) -> tuple[str, dict[str, Any]]:
+        return "blockdev-add", {"driver": "qcow2", "node-name": self.name, "backing": self.spec.node,
+                                "file": {"driver": "file", "filename": str(self.overlay)}}
+
+    def made(self, what: str) -> None:
+        """QEMU made this cycle's ``node``, ``job`` or ``export``: the teardown removes it."""
+        self._held.add(what)
 
     def freeze_actions(self) -> list[dict[str, Any]]:
         node, plan = self.spec.node, self.plan or FreezePlan(None, (), True)
@@ -170,14 +182,27 @@ class LiveSource(DiskSource):
         self.consistency = "fs" if filesystem else "crash"
         self.view = "guest agent fsfreeze, fleecing" if filesystem else "fleecing"
 
-    def export_view(self, q: QmpSession) -> None:
+    def export_socket(self) -> Path:
+        """The NBD server's socket (godwit starts one in QEMU, once per group, when the spec names none)."""
+        return self.spec.nbd or self.group.nbd_socket(self._fleece_dir / f"{self.name}.nbd", self.description)
+
+    def export_command(self) -> tuple[str, dict[str, Any]]:
+        """A read-only NBD export of the view with the disabled bitmaps (they must be disabled first)."""
         disable = list(self.plan.disable) if self.plan else []
-        sock = self.spec.nbd or self.group.nbd_socket(self._fleece_dir / f"{self.name}.nbd", self.description)
-        q.run("block-export-add", type="nbd", id=self.name, **{"node-name": self.name}, writable=False,
-              bitmaps=disable)
+        return "block-export-add", {"type": "nbd", "id": self.name, "node-name": self.name, "writable": False,
+                                    "bitmaps": disable}
+
+    def exported_view(self, sock: Path) -> None:
+        """The export exists: connect to it."""
         self._held.add("export")
-        self.exported = disable
+        self.exported = list(self.plan.disable) if self.plan else []
         self._connect(sock)
+
+    def export_view(self, q: QmpSession) -> None:
+        sock = self.export_socket()
+        cmd, args = self.export_command()
+        q.run(cmd, **args)
+        self.exported_view(sock)
 
     def _connect(self, sock: Path) -> None:
         from godwit.sources.nbd import NbdSource, _import_nbd

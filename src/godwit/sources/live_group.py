@@ -82,21 +82,20 @@ class LiveGroup:
     def _freeze(self, todo: list[LiveSource]) -> None:
         q = self.qmp
         try:
+            agent = next((m.spec for m in todo if m.spec.qga is not None), None)
+            if agent is None:
+                self._freeze_at_once(q, todo)
+                return
             for m in todo:
                 m.prepare_overlay(q)
             actions: list[dict[str, Any]] = [a for m in todo for a in m.freeze_actions()]
-            agent = next((m.spec for m in todo if m.spec.qga is not None), None)
             instant = f"{self.key[1]}#{next(_serial)}"
-            if agent is None:
+            assert agent.qga is not None
+            warnings = todo[0].warnings
+            with frozen_guest(agent.qga, timeout=agent.qga_timeout, warnings=warnings,
+                              what=f"guest of {agent.qmp}") as holding:
                 q.run("transaction", actions=actions)
-                held = False
-            else:
-                assert agent.qga is not None
-                warnings = todo[0].warnings
-                with frozen_guest(agent.qga, timeout=agent.qga_timeout, warnings=warnings,
-                                  what=f"guest of {agent.qmp}") as holding:
-                    q.run("transaction", actions=actions)
-                    held = holding()
+                held = holding()
             for m in todo:
                 m.frozen_at(instant, filesystem=held)
             for m in todo:
@@ -105,6 +104,34 @@ class LiveGroup:
             for m in todo:
                 m.warnings.extend(m.teardown_view())
             raise
+
+    def _freeze_at_once(self, q: QmpSession, todo: list[LiveSource]) -> None:
+        """Without a guest agent nothing happens between the commands: the overlays' nodes, the
+        transaction and the exports are sent back to back (one wait for QEMU, not three), and
+        what each one that succeeded made is recorded for the teardown."""
+        for m in todo:
+            m.make_overlay()
+        socks = [m.export_socket() for m in todo]  # in the fleecing folder, made just now
+        actions: list[dict[str, Any]] = [a for m in todo for a in m.freeze_actions()]
+        instant = f"{self.key[1]}#{next(_serial)}"
+        commands = [m.add_overlay_command() for m in todo] + [("transaction", {"actions": actions})]
+        commands += [m.export_command() for m in todo]
+        answers = q.run_all(commands)
+        n = len(todo)
+        for m, a in zip(todo, answers[:n], strict=True):
+            if not isinstance(a, QmpError):
+                m.made("node")
+        if not isinstance(answers[n], QmpError):
+            for m in todo:
+                m.frozen_at(instant, filesystem=False)
+        for m, a in zip(todo, answers[n + 1:], strict=True):
+            if not isinstance(a, QmpError):
+                m.made("export")
+        refused = next((a for a in answers if isinstance(a, QmpError)), None)
+        if refused is not None:
+            raise refused
+        for m, sock in zip(todo, socks, strict=True):
+            m.exported_view(sock)
 
 
 def join(member: LiveSource, group_key: str | None) -> LiveGroup:

@@ -73,6 +73,30 @@ class QmpSession:
             raise SourceError(f"QEMU monitor at {self.socket_path} failed during {command}: {_why(exc)}",
                               hint="QEMU may have stopped; the next cycle cleans up and resyncs if needed") from None
 
+    def run_all(self, commands: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Run ``commands`` in order, sent back to back (QEMU runs a monitor's commands one after
+        the other, in order): one wait instead of one per command. Each item of the answer is the
+        command's return value or the ``QmpError`` QEMU refused it with; a later command that
+        needs an earlier one's work fails by itself (e.g. "no node") when that one was refused."""
+        from qemu.qmp import ExecuteError
+
+        async def one(cmd: str, args: dict[str, Any]) -> Any:
+            try:
+                return await self._client.execute(cmd, args)
+            except ExecuteError as exc:
+                return QmpError(f"QEMU refused {cmd}: {exc.error.error.desc}", qmp_class=exc.error_class)
+
+        async def go() -> list[Any]:
+            return list(await asyncio.gather(*(one(c, a) for c, a in commands)))
+
+        self.commands += len(commands)
+        try:
+            return self._sync(go(), COMMAND_TIMEOUT)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise SourceError(f"QEMU monitor at {self.socket_path} failed during "
+                              f"{', '.join(c for c, _ in commands)}: {_why(exc)}",
+                              hint="QEMU may have stopped; the next cycle cleans up and resyncs if needed") from None
+
     def run_awaiting(self, commands: list[tuple[str, dict[str, Any]]], events: list[tuple[str, dict[str, Any]]],
                      *, timeout: float = 30.0) -> list[QmpError]:
         """Run ``commands`` in order, then wait for every ``(name, data)`` event (each item of

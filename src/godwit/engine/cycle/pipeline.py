@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +76,10 @@ class Pipeline:
         self._local = threading.local()
         self.t_read = self.t_cpu = 0.0
 
-    def run(self, works: list[DiskWork], packer: Packer) -> None:
+    def run(self, works: list[DiskWork], packer: Packer, *, reads_done: Callable[[], None] | None = None) -> None:
         """Read every task, in order into the packer; returns when every pack is stored and every
-        disk's new hash file is written (not yet published: the commit does that)."""
+        disk's new hash file is written (not yet published: the commit does that). ``reads_done``
+        is called once no source is read any more (the last pack is not stored yet)."""
         # Read buffers travel with their chunk's result until its extents are copied into a pack.
         self._read_bufs: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         nbufs = self.workers * 2 + 1
@@ -88,7 +89,7 @@ class Pipeline:
         try:
             for w in works:
                 w.new = hashstore.writer(h.hashes_dir, w.disk.uid, h.cycle, h.algorithm, self.bs, w.size)
-            self._run(works, packer)
+            self._run(works, packer, reads_done)
             # Every task is done and its buffer back (a failed run leaves them to the collector).
             buffers.give(self._read_bufs.get() for _ in range(nbufs))
         except BaseException:
@@ -101,7 +102,7 @@ class Pipeline:
                 if w.base is not None:
                     w.base.close()
 
-    def _run(self, works: list[DiskWork], packer: Packer) -> None:
+    def _run(self, works: list[DiskWork], packer: Packer, reads_done: Callable[[], None] | None) -> None:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="godwit-read") as rpool:
             inflight: deque[Future[ChunkResult]] = deque()
             jpos = {id(w): 0 for w in works}
@@ -115,6 +116,8 @@ class Pipeline:
                         self._take(inflight.popleft().result(), packer)
                 while inflight:
                     self._take(inflight.popleft().result(), packer)
+                if reads_done is not None:
+                    reads_done()
                 # The last pack's put and the hash files' fsync are independent: overlap them.
                 packer.flush()
                 for w in works:

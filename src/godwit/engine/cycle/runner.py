@@ -10,9 +10,13 @@ The shape is in docs/architecture.md, "A cycle".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from godwit.engine.cycle import changes, commit
@@ -49,6 +53,8 @@ class CycleRunner:
         self.workers = workers
         self.packs_uploaded = 0
         self._held0 = 0.0
+        self._packer: Packer | None = None
+        self._upool: ThreadPoolExecutor | None = None
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -83,6 +89,15 @@ class CycleRunner:
         sources: list[DiskSource] = []
         warnings: list[str] = []
         works: list[DiskWork] = []
+        closer = _Closer(sources)
+        views: list[tuple[str, str]] = []
+
+        def reads_done() -> None:
+            # After the reads: a live disk knows its consistency once its view is frozen. Then the
+            # sources close on a thread while the last pack and the hash files are made durable.
+            views.append(combine_consistency(sources))
+            closer.start()
+
         try:
             try:
                 for d in disks:  # temporaries (clones, snapshots) named per server, disk and cycle
@@ -93,28 +108,29 @@ class CycleRunner:
                                                self.server.name)
                 log.info("%s cycle %d (%s): %s, %d disk(s), %d journaled pack(s) reused", self.server.name,
                          cyc.number, cyc.kind, "resuming" if resumed else "starting", len(works), reused)
-                t_read, t_cpu, t_upload = self._scan_and_upload(cyc, works)
-                # After the reads: a live disk knows its consistency once its view is frozen.
-                consistency, detail = combine_consistency(sources)
+                t_read, t_cpu, t_upload = self._scan_and_upload(cyc, works, reads_done)
+                consistency, detail = views[0]
                 if reused and consistency != "none":
                     # Journaled packs were read from the dead run's snapshot, the rest from a new one.
                     consistency, detail = "none", "not point-in-time (resumed: data from two views)"
                     warnings.append("this cycle resumes an interrupted one: its data comes from two snapshots, "
                                     "so it is not point-in-time (consistency none); the next cycle will be")
             finally:
-                for s in sources:
-                    s.close()
-                for s in sources:  # after close: releasing a snapshot can warn too
-                    warnings.extend(s.warnings)
-                for w in warnings:
-                    db.event("warning", w, server=self.server.name, cycle=cyc.number)
+                try:
+                    closer.finish()  # joins the thread (or closes now); a close that failed fails the cycle
+                finally:
+                    for s in sources:  # after close: releasing a snapshot can warn too
+                        warnings.extend(s.warnings)
+                    for w in warnings:
+                        db.event("warning", w, server=self.server.name, cycle=cyc.number)
             self._commit(cyc, works, parent, (consistency, detail), store_id,
                          stage_stats(works, 0, t_read=t_read, t_cpu=t_cpu, t_upload=t_upload, t_throttle=0.0,
                                      t_wall=0.0), started)
         except BaseException:
+            with contextlib.suppress(Exception):  # the uploads' own error, if any, is not the one to report
+                self._journaled()
             self._tell_failed(cyc, works)
             raise
-        self._tell_committed(cyc, works)
         return make_result(self.server.name, db.cycle(self.server.id, cyc.number), resumed=resumed,
                            packs_uploaded=self.packs_uploaded, reused=reused, warnings=warnings, works=works)
 
@@ -165,26 +181,39 @@ class CycleRunner:
 
     # -- the pipeline ------------------------------------------------------------------------
 
-    def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork]) -> tuple[float, float, float]:
-        """Read, pack and store every change; returns the stage timers (read, cpu, upload)."""
-        from concurrent.futures import ThreadPoolExecutor
-
+    def _scan_and_upload(self, cyc: Cycle, works: list[DiskWork],
+                         reads_done: Callable[[], None]) -> tuple[float, float, float]:
+        """Read, pack and store every change; returns the stage timers (read, cpu, upload).
+        ``reads_done`` is called once the last read's result is taken (before the last pack).
+        Every pack is stored on return; their journal rows may still be on their way
+        (``_journaled`` waits for them)."""
         bucket = self.project.bucket
         self._held0 = bucket.held_seconds if bucket else 0.0
         rep = self.cfg.replication
         pipeline = Pipeline(tracker=self.tracker, bs=self.bs, digest=block_digest(rep.hash),
                             compression_level=rep.compression_level, workers=self.workers, progress=self.progress,
                             hashes=HashTarget(self.project.hashes_dir, cyc.number, rep.hash))
-        with ThreadPoolExecutor(rep.upload_concurrency, thread_name_prefix="godwit-upload") as upool:
-            packer = Packer(store=self.project.store, db=self.project.db, server_uid=self.server.uid,
-                            server_name=self.server.name, cyc=cyc, works=works, bs=self.bs,
-                            pack_size=self.cfg.cache.pack_size_mib << 20, upool=upool,
-                            concurrency=rep.upload_concurrency)
-            try:
-                pipeline.run(works, packer)
-            finally:
-                self.packs_uploaded = packer.packs_uploaded
+        upool = self._upool = ThreadPoolExecutor(rep.upload_concurrency, thread_name_prefix="godwit-upload")
+        packer = self._packer = Packer(store=self.project.store, db=self.project.db, server_uid=self.server.uid,
+                                       server_name=self.server.name, cyc=cyc, works=works, bs=self.bs,
+                                       pack_size=self.cfg.cache.pack_size_mib << 20, upool=upool,
+                                       concurrency=rep.upload_concurrency)
+        try:
+            pipeline.run(works, packer, reads_done=reads_done)
+        finally:
+            self.packs_uploaded = packer.packs_uploaded
         return pipeline.t_read, pipeline.t_cpu, packer.t_upload
+
+    def _journaled(self) -> None:
+        """Wait for every pack's journal row (raising the first error), and end the upload pool."""
+        packer, upool = self._packer, self._upool
+        self._packer = self._upool = None
+        try:
+            if packer is not None:
+                packer.journaled()
+        finally:
+            if upool is not None:
+                upool.shutdown(wait=True)
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -199,20 +228,43 @@ class CycleRunner:
         bucket = self.project.bucket
         held = (bucket.held_seconds if bucket else 0.0) - self._held0
         stats = {**stats, "packs": len(m.packs()), "t_throttle": held, "t_wall": time.perf_counter() - started}
-        commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats, works)
+        # The manifest is stored: the cycle exists (a run that dies now only finishes the
+        # bookkeeping, and telling the tracker twice is harmless). So the tracker is told on a
+        # thread while the state's transaction commits: QEMU's round trips beside SQLite's fsync.
+        told: list[tuple[int, str]] = []
+        teller = threading.Thread(target=lambda: told.extend(self._tell_tracker(cyc, works)),
+                                  name="godwit-tell", daemon=True)
+        teller.start()
+        try:
+            self._journaled()  # the last pack's journal row was written beside the manifest's put
+            commit.mark_committed(self.project.db, self.project.hashes_dir, self.server, cyc, m, stats, works)
+        finally:
+            teller.join()  # before a failure's tracker call: they share QEMU's monitor session
+            self._record_untold(cyc, told)
 
     # -- telling the tracker -------------------------------------------------------------------
 
     def _tell_committed(self, cyc: Cycle, works: list[DiskWork] | None = None) -> None:
+        self._record_untold(cyc, self._tell_tracker(cyc, works))
+
+    def _tell_tracker(self, cyc: Cycle, works: list[DiskWork] | None) -> list[tuple[int, str]]:
+        """Tell the tracker that ``cyc`` committed; returns (disk index, message) of what failed
+        (the cycle is durable: a tracker that forgets nothing only rereads more)."""
         tracked = [w.tracked for w in works] if works else [
             changes.tracked(d) for d in self.project.db.disks(self.server.id)]
+        untold: list[tuple[int, str]] = []
         for t in tracked:
             try:
                 self.tracker.committed(t, cyc.number)
-            except Exception as exc:  # the cycle is durable; a tracker that forgets nothing only rereads more
-                msg = f"tracker {self.tracker.name} was not told that cycle {cyc.number} committed: {exc}"
-                log.warning("%s: %s", self.server.name, msg)
-                self.project.db.event("warning", msg, server=self.server.name, disk=t.index, cycle=cyc.number)
+            except Exception as exc:
+                untold.append((t.index, f"tracker {self.tracker.name} was not told that cycle {cyc.number} "
+                                        f"committed: {exc}"))
+        return untold
+
+    def _record_untold(self, cyc: Cycle, untold: list[tuple[int, str]]) -> None:
+        for index, msg in untold:
+            log.warning("%s: %s", self.server.name, msg)
+            self.project.db.event("warning", msg, server=self.server.name, disk=index, cycle=cyc.number)
 
     def _tell_failed(self, cyc: Cycle, works: list[DiskWork]) -> None:
         for w in works:
@@ -221,6 +273,37 @@ class CycleRunner:
             except Exception:  # the cycle's own error is the one to report
                 log.exception("%s: tracker %s failed to keep the changes of cycle %d", self.server.name,
                               self.tracker.name, cyc.number)
+
+
+class _Closer:
+    """Closes a cycle's sources on a thread of its own once the reads are done (releasing a live
+    disk's view costs QEMU round trips; a snapshot's, a helper process), so that this overlaps
+    the last pack's put and the hash files' fsync. ``finish`` joins it, or closes the sources
+    there and then when the reads never finished; the first error a close raised is raised."""
+
+    def __init__(self, sources: list[DiskSource]) -> None:
+        self.sources = sources
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._close, name="godwit-close", daemon=True)
+        self.thread.start()
+
+    def _close(self) -> None:
+        for s in self.sources:
+            try:
+                s.close()
+            except BaseException as exc:  # every source is closed; the first error is raised in finish
+                self.error = self.error or exc
+
+    def finish(self) -> None:
+        if self.thread is None:
+            self._close()
+        else:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def run_cycle(project: Project, name: str, kind: str = "delta", *, progress: ProgressFn | None = None,
