@@ -29,6 +29,7 @@ import zstandard
 
 from godwit.engine.cycle import buffers
 from godwit.engine.cycle.changes import Run, block_runs, readable
+from godwit.engine.cycle.digest_runs import Journaled, differs, journaled, subtract
 from godwit.engine.cycle.packer import Packer
 from godwit.engine.cycle.stats import ProgressFn
 from godwit.engine.cycle.work import CHUNK, DIGEST, HOLE_PIECE, ChunkResult, DiskWork
@@ -43,7 +44,6 @@ SPAN = 256 << 20  # bytes of disk one task may cover (its digests: SPAN / block 
 SAMPLE_FROM = 256 << 10  # extents at least this long are sampled before being compressed
 
 Task = tuple[DiskWork, int, int, list[Run]]
-Journaled = list[tuple[int, bytes]]  # (first block, digests) of journaled blocks inside one task
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Pipeline:
                 for w, off, n, runs in self.tasks(works):
                     first, end = off // self.bs, -(-(off + n) // self.bs)
                     base = w.base.window(first, end) if w.base is not None else None
-                    jn, jpos[id(w)] = _journaled(w.journaled, jpos[id(w)], first, end)
+                    jn, jpos[id(w)] = journaled(w.journaled, jpos[id(w)], first, end)
                     inflight.append(rpool.submit(self._process, w, off, n, runs, base, jn))
                     while len(inflight) >= self.workers * 2:
                         self._take(inflight.popleft().result(), packer)
@@ -322,15 +322,15 @@ class Pipeline:
         if base is not None and have:
             last = nblocks - 1 if tail_zero != self.zero_digest else nblocks  # a partial last block: alone
             for a, b in nonzero_runs(base, self.zero_digest, 0, min(have, last)):
-                diff.extend(_differs(digests, base, a, b))
+                diff.extend(differs(digests, base, a, b))
             if last < have:
-                diff.extend(_differs(digests, base, last, last + 1))
+                diff.extend(differs(digests, base, last, last + 1))
         if have < nblocks:
             diff.append((have, nblocks))  # past the base (or without one): every block is new
         cuts = sorted((f - first, f - first + len(d) // DIGEST) for f, d in jn)
         runs: list[list[int]] = []
         for a, b in diff:
-            for x, y in _subtract(a, b, cuts):
+            for x, y in subtract(a, b, cuts):
                 if runs and runs[-1][1] == x:
                     runs[-1][1] = y
                 else:
@@ -356,46 +356,3 @@ class Pipeline:
         if self.progress is not None:
             self.progress(w.disk.idx, w.done, w.size)
 
-
-def _journaled(pieces: list[tuple[int, bytes]], at: int, first: int, end: int) -> tuple[Journaled, int]:
-    """The journaled digests inside blocks [first, end), from the sorted, disjoint ``pieces``
-    starting at index ``at`` (tasks come in disk order); returns them and the next ``at``."""
-    while at < len(pieces) and pieces[at][0] + len(pieces[at][1]) // DIGEST <= first:
-        at += 1
-    out: Journaled = []
-    i = at
-    while i < len(pieces) and pieces[i][0] < end:
-        f, d = pieces[i]
-        a, b = max(f, first), min(f + len(d) // DIGEST, end)
-        out.append((a, d[(a - f) * DIGEST:(b - f) * DIGEST]))
-        i += 1
-    return out, at
-
-
-def _differs(digests: bytes, base: bytes, a: int, b: int) -> Iterator[tuple[int, int]]:
-    """Runs inside [a, b) where the two digest arrays differ."""
-    if digests[a * DIGEST:b * DIGEST] == base[a * DIGEST:b * DIGEST]:
-        return
-    start = -1
-    for i in range(a, b):
-        same = digests[i * DIGEST:(i + 1) * DIGEST] == base[i * DIGEST:(i + 1) * DIGEST]
-        if not same and start < 0:
-            start = i
-        elif same and start >= 0:
-            yield start, i
-            start = -1
-    if start >= 0:
-        yield start, b
-
-
-def _subtract(a: int, b: int, cuts: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
-    """[a, b) without the sorted, disjoint ``cuts``."""
-    pos = a
-    for x, y in cuts:
-        if y <= pos or x >= b:
-            continue
-        if x > pos:
-            yield pos, x
-        pos = max(pos, y)
-    if pos < b:
-        yield pos, b
