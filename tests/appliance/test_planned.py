@@ -61,3 +61,27 @@ def test_the_final_cycle_runs_on_the_appliance(tmp_path: Path) -> None:
         scribble(source, seed=8)
         r2 = a.round()
         assert r2.cycles == [] and a.project.db.server("web").state == "stopped", r2
+
+
+def test_a_final_cycle_that_fails_on_the_appliance_fails_the_migration(tmp_path: Path) -> None:
+    svc_project = make_project(tmp_path, None, servers=("web",))
+    key = registration_key(svc_project)
+    operator = create_token(svc_project, "op", "operator")
+    source = tmp_path / "web.raw"
+    site = appliance_project(tmp_path, svc_project, "site-a")
+    with running(svc_project, "--mover-interval", "0") as svc, appliance(site, svc, key, ("web",)) as a:
+        queue(svc, operator, "site-a", "web")
+        assert a.round().reported == [("web", 1)]
+        source.rename(tmp_path / "web.raw.away")  # the appliance cannot read the disk any more
+        with svc.client(operator) as c:
+            r = c.post(f"{API}/migrations/web/planned", json={"final_cycle_timeout": 60})
+            assert r.status_code == 202, r.text
+            deadline = time.monotonic() + 60
+            while c.get(r.headers["location"]).json()["state"] in ("queued", "running"):
+                assert time.monotonic() < deadline, "the planned migration did not end"
+                a.round()
+                time.sleep(0.1)
+            op = finish(c, r)
+            assert op["state"] == "failed" and "did not run the final cycle" in str(op["error"]), op
+            assert c.get(f"{API}/servers/web").json()["state"] == "replicating"  # replication goes on
+        assert cycles(svc, operator, "web") == [(1, "committed")]
