@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from godwit.engine import lifecycle as replication
+from godwit.engine.cycle import run_cycle
 from godwit.engine.inventory import add_server
-from godwit.errors import UsageError
+from godwit.errors import GodwitError, UsageError
 from godwit.movers import queue
+from godwit.movers.loop import QueueMover
 from godwit.movers.worker import MoverWorker
 from godwit.project.project import Project, init
 from tests.helpers import make_raw, scribble
@@ -167,3 +170,39 @@ def test_the_appliance_loop_on_postgresql_applies_through_the_queue(pg_project: 
     applied = [e.message for e in pg_project.db.events("s") if " applied " in e.message]
     assert any("replicate-run" in m for m in applied), applied  # by the queue's worker, not in-process
     assert next(pg_project.replicas_dir.glob("s-*/disk0-*.img")).read_bytes() == disk.read_bytes()
+
+
+@contextlib.contextmanager
+def _jobs_table_gone(project: Project) -> Iterator[None]:
+    """A real failure of PostgreSQL for the job queue only: its jobs table renamed away."""
+    import psycopg
+
+    with psycopg.connect(queue.conninfo(project.db), autocommit=True) as c:
+        c.execute("ALTER TABLE procrastinate_jobs RENAME TO procrastinate_jobs_away")
+        try:
+            yield
+        finally:
+            c.execute("ALTER TABLE procrastinate_jobs_away RENAME TO procrastinate_jobs")
+
+
+def test_a_failed_deferral_fails_the_apply_only_and_the_sweep_queues_it(pg_project: Project, tmp_path: Path) -> None:
+    disk = make_raw(tmp_path / "d.raw", SIZE)
+    add_server(pg_project, "s", [str(disk)])
+    pg_project.db.set_server_state(pg_project.db.server("s").id, "replicating")
+    run_cycle(pg_project, "s")
+    uid = pg_project.db.server("s").uid
+    queue.ensure_schema(pg_project)
+    app = queue.build_app(pg_project)
+    with app.open():
+        mover = QueueMover(pg_project, app)
+        with _jobs_table_gone(pg_project):
+            with pytest.raises(GodwitError, match="its cycle is committed, but the apply job could not be queued"):
+                mover.after_commit("s")  # the loop reports it as the apply's error, not the cycle's
+            missed = mover.sweep()
+            assert list(missed) == ["s"] and isinstance(missed["s"], GodwitError)
+        assert [c.number for c in pg_project.db.cycles(pg_project.db.server("s").id, ("committed",))] == [1]
+        assert _jobs(pg_project) == []
+        assert mover.sweep() == {}  # the queue is back: the sweep defers the missed job
+    assert _jobs(pg_project) == [("todo", uid, f"apply:{uid}")]
+    _burst(pg_project)
+    assert [rp.number for rp in pg_project.db.recovery_points(pg_project.db.server("s").id)] == [1]

@@ -20,6 +20,7 @@ from godwit.errors import GodwitError
 from godwit.movers import queue
 from godwit.movers.worker import MoverWorker, start_in_thread
 from godwit.project.project import Project
+from godwit.state.db import Server
 
 
 class QueueMover:
@@ -33,15 +34,30 @@ class QueueMover:
     def after_commit(self, name: str) -> int:
         server = self.project.db.server(name)
         with self._lock:
-            queue.defer(self.app, server)  # False: a job already waits, and it applies this cycle too
+            self._defer(server)  # False: a job already waits, and it applies this cycle too
         return 0  # applied by a worker, later
 
     def sweep(self) -> dict[str, int | GodwitError]:
+        out: dict[str, int | GodwitError] = {}
         servers = queue.due_servers(self.project)
         with self._lock:
             for s in servers:
-                queue.defer(self.app, s)
-        return {}
+                try:
+                    self._defer(s)
+                except GodwitError as exc:
+                    out[s.name] = exc
+        return out
+
+    def _defer(self, server: Server) -> bool:
+        try:
+            return queue.defer(self.app, server)
+        except procrastinate.exceptions.ProcrastinateException as exc:
+            cause = exc.__cause__ or exc
+            raise GodwitError(f"{server.name}: its cycle is committed, but the apply job could not be queued "
+                              f"({type(cause).__name__}: {cause})",
+                              hint="check the PostgreSQL that holds the state and the mover's job tables "
+                                   "(`godwit mover schedule` queues the jobs again); the loop's next sweep "
+                                   "retries") from exc
 
 
 def applied_count(project: Project) -> int:
