@@ -35,10 +35,13 @@ $(AZURITE): | deps-test
 demo: deps-demo libnbd
 	$(VENV)/bin/godwit demo
 
+# One pytest-xdist worker per core, each module on one worker in its order; tests/conftest.py puts the
+# slow modules first and reorder keeps them there. `make test PYTEST_XDIST=` runs in one process.
+PYTEST_XDIST ?= -n auto --dist loadscope --no-loadscope-reorder
 # pytest exits 5 when it collected no tests: still a failure (a suite that runs nothing cannot
 # fail), but said in words rather than as a bare "Error 5".
 test: deps-test libnbd $(AZURITE)
-	@$(PY) -m pytest -q $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || \
+	@$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || \
 	  echo "make test: pytest collected no tests (exit 5): nothing was tested" >&2; exit $$rc; }
 
 # Three targets so that `make -k lint` (CI) reports every linter, not only the first that fails.

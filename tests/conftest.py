@@ -21,6 +21,20 @@ pytest_plugins = [*(["tests.azurite"] if importlib.util.find_spec("tests.azurite
 DATABASES = ("sqlite", "postgresql")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with slow end-to-end tests, and the network tests (tests/netns.py), run first.
+
+    ``make test`` runs ``-n auto --dist loadscope --no-loadscope-reorder`` (pytest-xdist, Makefile):
+    a module's tests stay together on one worker, in their order (some share a module-scoped
+    project and build on each other), and modules are handed out in this order, so that the longest
+    do not start last and hold the session's end. Without xdist only the order of modules changes."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    first = {module(item) for item in items if item.get_closest_marker("slow") or item.get_closest_marker("network")}
+    items.sort(key=lambda item: module(item) not in first)  # stable: the order within a module stays
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "state_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
         metafunc.parametrize("state_url", DATABASES, indirect=True)

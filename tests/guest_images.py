@@ -9,6 +9,7 @@ the initramfs is written by the test, so that it holds exactly the drivers the t
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import shutil
@@ -50,11 +51,20 @@ BOOT_MODULES = "virtio_pci\nvirtio_blk\next4\n"
 
 
 def base_tree(kind: str = "minbase") -> Path:
-    """The cached tree, made on first use (atomically: a killed run leaves no half tree)."""
+    """The cached tree, made on first use (atomically: a killed run leaves no half tree), once per
+    host: pytest-xdist workers wanting the same tree wait on a lock for the first one's."""
     tree = CACHE / f"{SUITE}-{kind}"
     if (tree / "etc" / "os-release").exists():
         return tree
     CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{SUITE}-{kind}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also by a killed worker
+        if (tree / "etc" / "os-release").exists():
+            return tree  # another worker made it while this one waited
+        return _make_tree(kind, tree)
+
+
+def _make_tree(kind: str, tree: Path) -> Path:
     tmp = CACHE / f".{SUITE}-{kind}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     include = [f"--include={','.join(TREES[kind])}"] if TREES[kind] else []

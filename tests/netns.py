@@ -86,10 +86,11 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def host_lock(timeout: float = 300.0) -> Iterator[None]:
-    """One topology with the default names per host: a second session waits for the first."""
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "w") as f:
+def host_lock(timeout: float = 300.0, suffix: str = "") -> Iterator[None]:
+    """One topology of each name per host: a second session with the same names waits for the first."""
+    lock_file = LOCK_FILE.with_name(f"{LOCK_FILE.stem}{suffix}{LOCK_FILE.suffix}")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as f:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -97,7 +98,7 @@ def host_lock(timeout: float = 300.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"another test session holds {LOCK_FILE} for over {timeout:.0f} s", pytrace=False)
+                    pytest.fail(f"another test session holds {lock_file} for over {timeout:.0f} s", pytrace=False)
                 time.sleep(0.5)
         try:
             yield
@@ -119,6 +120,7 @@ class Topology:
 
     def __init__(self, workdir: Path, suffix: str = "") -> None:
         self.workdir = workdir
+        self.suffix = suffix
         self.onprem, self.private, self.internet = (f"gw-{n}{suffix}" for n in ("onprem", "azure-private",
                                                                                   "internet"))
         self.namespaces = (self.onprem, self.private, self.internet)
@@ -410,9 +412,13 @@ class Topology:
 
 @pytest.fixture(scope="session")
 def netns_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """The session's topology. Each pytest-xdist worker builds its own, under names of its own
+    (``gw-onprem-gw1``...): namespaces keep their addresses apart, so two can run at once."""
     require_tools()
-    with host_lock():
-        topo = Topology(tmp_path_factory.mktemp("netns"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    suffix = f"-{worker}" if worker.isalnum() else ""
+    with host_lock(suffix=suffix):
+        topo = Topology(tmp_path_factory.mktemp("netns"), suffix)
         try:
             topo.up()
             yield topo

@@ -194,7 +194,7 @@ def test_teardown_removes_everything_even_after_a_failure(netns_topology: Topolo
 
 def test_host_lock_is_exclusive(netns_topology: Topology) -> None:
     """The session holds the lock; a second taker times out instead of sharing the namespaces."""
-    with pytest.raises(pytest.fail.Exception, match="holds"), host_lock(timeout=0.6):
+    with pytest.raises(pytest.fail.Exception, match="holds"), host_lock(timeout=0.6, suffix=netns_topology.suffix):
         pass
 
 
