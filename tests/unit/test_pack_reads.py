@@ -16,6 +16,7 @@ from godwit.engine import lifecycle as replication
 from godwit.engine import reader as reader_mod
 from godwit.engine.inventory import add_server
 from godwit.engine.reader import iter_packs, iter_writes, load_manifest
+from godwit.errors import CorruptObjectError
 from godwit.format.hashing import extent_checksum
 from godwit.project.project import Project, open_project
 from godwit.stores import LocalStore
@@ -173,3 +174,20 @@ def test_without_recycle_every_write_stays_valid(project: Project, tmp_path: Pat
     assert sum(w.length for w in writes) == len(data)
     for w in writes:
         assert w.data is not None and extent_checksum(w.data) == extent_checksum(data[w.offset:w.offset + w.length])
+
+
+def test_a_truncated_pack_read_directly_hands_out_nothing(project: Project, tmp_path: Path) -> None:
+    p, data = _cycle(project, tmp_path)
+    uid = p.db.server("s").uid
+    m = load_manifest(p.store, uid, 1)
+    last = m.packs()[-1]
+    path = p.cache_dir / "servers" / uid / "packs" / f"{last}.pack"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2 + 1)  # an unaligned end, inside the extents
+    handed: set[str] = set()
+    with pytest.raises(CorruptObjectError, match="truncated"):
+        for batch in iter_packs(p.store, m, recycle=True):
+            for w in batch:
+                assert w.data is not None and bytes(w.data) == data[w.offset:w.offset + w.length]
+                handed.update(e.pack for e in m.disks[0].extents if e.offset == w.offset)
+    assert last not in handed
