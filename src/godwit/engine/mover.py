@@ -211,7 +211,7 @@ def _apply_cycle(project: Project, server: Server, cycle_id: int, number: int, r
     try:
         # The replicas write behind (each disk its own writer thread), so the disks are written in
         # parallel while the reader fetches and verifies the next packs.
-        for batch in iter_packs(project.store, m):
+        for batch in iter_packs(project.store, m, recycle=True):  # write() copies what it is given
             for w in batch:
                 r = replicas[w.disk]
                 if w.data is None:

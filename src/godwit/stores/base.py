@@ -6,6 +6,7 @@ it moves bytes. Retry, throttling, stats and path enforcement wrap it (see ``wra
 
 from __future__ import annotations
 
+import mmap
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -48,6 +49,11 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def read_into(self, key: str, buf: mmap.mmap, offset: int = 0, length: int | None = None) -> memoryview | None:
+        """Read like ``get`` into ``buf`` (page-aligned) and return the view holding the bytes, or
+        None when this store has no such path (then use ``get``). The local store has one."""
+        return None
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...

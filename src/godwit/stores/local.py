@@ -190,6 +190,58 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
+    def read_into(self, key: str, buf: mmap.mmap, offset: int = 0, length: int | None = None) -> memoryview | None:
+        """Read the object's bytes from ``offset`` (at most ``length`` of them, never past the size
+        ``fstat`` reports) into ``buf``, a page-aligned buffer such as an anonymous ``mmap``, and
+        return the view of ``buf`` that holds them. Around the page cache (``O_DIRECT``) where the
+        filesystem allows: the packs were written that way, so a buffered read finds them cold and
+        copying them through the page cache cost more CPU than the rest of an apply
+        (docs/benchmarks.md, "Mover"). A direct read is rounded out to whole pages, so up to one
+        page either side of the range (never past the object's end) may land in ``buf``; ``buf``
+        must hold that. Filesystems that refuse direct I/O (tmpfs) get an ordinary read of the
+        range alone."""
+        fd, size = self._open_object(key)
+        try:
+            want = max(0, size - offset) if length is None else max(0, min(length, size - offset))
+            lo = offset // DIRECT_ALIGN * DIRECT_ALIGN
+            hi = -(-(offset + want) // DIRECT_ALIGN) * DIRECT_ALIGN
+            if hi - lo > len(buf):
+                raise ValueError(f"a buffer of {len(buf)} bytes cannot hold {want} bytes at {offset} of {key}")
+            view = memoryview(buf)
+            o_direct = getattr(os, "O_DIRECT", 0)
+            direct = bool(o_direct) and want >= DIRECT_MIN
+            if direct:
+                try:
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | o_direct)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    direct = False  # refused: the ordinary path
+            pos, end = (lo, hi) if direct else (offset, offset + want)
+            base = lo  # buf[0] holds file offset ``lo`` either way
+            while pos < end:
+                try:
+                    n = os.preadv(fd, [view[pos - base:end - base]], pos)
+                except OSError as exc:
+                    if not direct or exc.errno != errno.EINVAL:
+                        raise
+                    n = -1  # refused at the read: go on through the page cache
+                if n == 0:
+                    break  # the end of the object (it may have shrunk under us: what is there)
+                if n > 0:
+                    pos += n
+                if direct and (n < 0 or pos % DIRECT_ALIGN):
+                    # Refused, or a short read that left an unaligned position: the rest buffered.
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~o_direct)
+                    direct = False
+                    end = offset + want
+            got = max(0, min(pos, offset + want) - offset)
+            return view[offset - base:offset - base + got]
+        except OSError as exc:
+            raise _map_oserror(exc, f"reading {key}") from exc
+        finally:
+            os.close(fd)
+
     def exists(self, key: str) -> bool:
         try:
             return stat.S_ISREG(os.lstat(self._path(key)).st_mode)

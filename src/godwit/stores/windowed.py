@@ -4,6 +4,7 @@ and is counted by the meter of the enforcement log."""
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable, Iterator
 
@@ -74,6 +75,9 @@ class WindowedStore(ObjectStore):
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self.inner.get(key, offset, length)
+
+    def read_into(self, key: str, buf: mmap.mmap, offset: int = 0, length: int | None = None) -> memoryview | None:
+        return self.inner.read_into(key, buf, offset, length)  # reads are not throttled, as get
 
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
