@@ -261,3 +261,46 @@ def test_scan_reads_the_frozen_view_too(project: Project, tmp_path: Path, daemon
         writer.kill()
         writer.wait()
     assert [n for n in daemon.bitmaps() if n.startswith("godwit-")] == []
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_the_commit_moves_the_bitmaps_the_freeze_left_without_a_query(
+        project: Project, tmp_path: Path, daemon: QemuDaemon, views: list[str], monkeypatch: pytest.MonkeyPatch,
+        stale: bool) -> None:
+    """The tracker's commit builds its transaction from what the freeze left (no query); when that
+    is stale after all, QEMU refuses the whole transaction and the bitmaps are asked for."""
+    from godwit.sources.qmp import QmpSession
+
+    _add(project, daemon)
+    tracker = BitmapTracker()
+    run_cycle(project, "s", tracker=tracker)
+    daemon.write(5 * MiB, b"x" * (64 << 10))
+    daemon.close_guest()
+    queries: list[str] = []
+    committed, nodes = BitmapTracker.committed, QmpSession.nodes
+
+    def commit(self: BitmapTracker, disk: object, cycle: int) -> None:
+        if stale:  # a next bitmap the freeze did not leave: the merge from it is refused
+            for known in self._after.values():
+                known["godwit-next-b1-00000000"] = True
+        queries.append("commit")
+        try:
+            committed(self, disk, cycle)  # type: ignore[arg-type]
+        finally:
+            queries.append("done")
+
+    def counted(self: QmpSession) -> dict[str, dict[str, object]]:
+        queries.append("nodes")
+        return nodes(self)
+
+    monkeypatch.setattr(BitmapTracker, "committed", commit)
+    monkeypatch.setattr(QmpSession, "nodes", counted)
+    run_cycle(project, "s", tracker=tracker)
+    during = queries[queries.index("commit") + 1:queries.index("done")]
+    assert during == (["nodes"] if stale else [])
+    assert [n for n in daemon.bitmaps() if n.startswith("godwit-")] == ["godwit-c2"]
+    daemon.write(7 * MiB, b"y" * (64 << 10))
+    daemon.close_guest()
+    res = run_cycle(project, "s", tracker=tracker)
+    assert res.bytes_read == 64 << 10  # the bitmap moved: only the new write is read
+    assert _replica_sha(project, tmp_path) == views[-1] == sha(daemon.read_all())

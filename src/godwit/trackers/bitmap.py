@@ -36,6 +36,7 @@ tracked as ``scan`` would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -74,6 +75,9 @@ class BitmapTracker(ChangeTracker):
         self._scan = ScanTracker()
         self._base: dict[str, int | None] = {}  # disk spec -> base of the cycle in flight
         self._planned: dict[str, tuple[int | None, bool]] = {}  # disk spec -> (base, tracking usable)
+        # disk spec -> the godwit bitmaps (name -> persistent) once the freeze ran: the commit's
+        # transaction is made from it without a query (one QEMU round trip less at the commit)
+        self._after: dict[str, dict[str, bool]] = {}
 
     # -- regions --------------------------------------------------------------------------------
 
@@ -103,21 +107,25 @@ class BitmapTracker(ChangeTracker):
         assert q is not None
         key = str(source.spec)
         disk = TrackedDisk("", source.index, Path(key))
-        usable = self.recover(q, source.spec.node, source.bitmaps, base, disk, source.warnings)
+        after: dict[str, bool] = {}
+        usable = self.recover(q, source.spec.node, source.bitmaps, base, disk, source.warnings, after=after)
         persistent = source.driver == "qcow2"
         if not persistent and base is None:
             source.warnings.append(f"disk {source.index} is a {source.driver} image: QEMU keeps dirty bitmaps "
                                    "only in qcow2, so tracking is lost when QEMU restarts (then godwit resyncs "
                                    "the whole disk)")
         want = committed_name(base) if base is not None and usable else None
-        source.plan_freeze(add=next_name(base), disable=(want,) if want else (), persistent=persistent)
+        add = next_name(base)
+        source.plan_freeze(add=add, disable=(want,) if want else (), persistent=persistent)
         self._base[key] = base
         self._planned[key] = (base, usable)
+        self._after[key] = {**after, add: persistent}
 
     def recover(self, q: QmpSession, node: str, found: dict[str, dict[str, Any]], base: int | None,
-                 disk: TrackedDisk, warnings: list[str]) -> bool:
+                 disk: TrackedDisk, warnings: list[str], *, after: dict[str, bool] | None = None) -> bool:
         """Bring the node's godwit bitmaps (``found`` when the source opened) to one
-        ``godwit-c<base>``; False if tracking was lost."""
+        ``godwit-c<base>``; False if tracking was lost. ``after`` gets the godwit bitmaps left
+        (name -> persistent)."""
         bitmaps = {n: b for n, b in found.items() if n.startswith(PREFIX)}
         actions: list[dict[str, Any]] = []
         lost = ""
@@ -131,11 +139,13 @@ class BitmapTracker(ChangeTracker):
         # A consistent next bitmap stays until a commit whatever happens (see the docstring):
         # merged into godwit-c<C> then, it covers blocks a resumed cycle took from an older view.
         keep = set(nexts)
+        added: dict[str, bool] = {}  # bitmaps this transaction adds -> persistent
         if want is not None and not lost:
             if want not in bitmaps:
                 older = [n for n, b in nexts.items() if b < base]  # type: ignore[operator]
                 if older:  # died between commit and telling us: those bitmaps cover the base's view
-                    actions.append(_act("add", node, want, persistent=bool(bitmaps[older[0]].get("persistent"))))
+                    added[want] = bool(bitmaps[older[0]].get("persistent"))
+                    actions.append(_act("add", node, want, persistent=added[want]))
                     actions += [_merge(node, want, n) for n in older]
                     keep.add(want)
                 else:
@@ -151,6 +161,8 @@ class BitmapTracker(ChangeTracker):
                 actions.append(_act("remove", node, n))
         if actions:
             q.run("transaction", actions=actions)
+        if after is not None:
+            after.update({n: added[n] if n in added else bool(bitmaps[n].get("persistent")) for n in keep})
         if lost and base is not None:
             warnings.append(f"disk {disk.index}: change tracking was lost ({lost}); "
                             "this cycle reads the whole disk (a full scan resync)")
@@ -165,19 +177,19 @@ class BitmapTracker(ChangeTracker):
             return
         self._base.pop(str(spec), None)
         self._planned.pop(str(spec), None)
+        known = self._after.pop(str(spec), None)  # what this process's freeze left, if it froze
+        new = committed_name(cycle)
 
         def move(q: QmpSession) -> None:
-            bitmaps = {n: b for n, b in q.bitmaps(spec.node).items() if n.startswith(PREFIX)}
-            nexts = [n for n in bitmaps if _NEXT.match(n)]
-            new = committed_name(cycle)
-            if not nexts:
-                return  # told twice, or the cycle ran without bitmaps: nothing to move
-            actions = []
-            if new not in bitmaps:
-                actions.append(_act("add", spec.node, new, persistent=bool(bitmaps[nexts[0]].get("persistent"))))
-            actions += [_merge(spec.node, new, n) for n in nexts]
-            actions += [_act("remove", spec.node, n) for n in bitmaps if n != new]
-            q.run("transaction", actions=actions)
+            if known is not None:
+                # The bitmaps as the freeze left them (nobody else moves godwit's bitmaps while
+                # the cycle runs): no query. If they changed after all, QEMU refuses the whole
+                # transaction (it is atomic) and the bitmaps are asked for.
+                with contextlib.suppress(QmpError):
+                    _move(q, spec.node, new, known)
+                    return
+            _move(q, spec.node, new, {n: bool(b.get("persistent")) for n, b in q.bitmaps(spec.node).items()
+                                      if n.startswith(PREFIX)})
 
         self._with_session(spec, move)
 
@@ -186,6 +198,7 @@ class BitmapTracker(ChangeTracker):
         if spec is None:
             return
         self._planned.pop(str(spec), None)
+        self._after.pop(str(spec), None)
         if str(spec) not in self._base:
             kept = live_group.take(spec.qmp)  # a session kept for us: no longer needed
             if kept is not None:
@@ -231,6 +244,20 @@ class BitmapTracker(ChangeTracker):
             live_group.park(q)
         else:
             q.close()
+
+
+def _move(q: QmpSession, node: str, new: str, bitmaps: dict[str, bool]) -> None:
+    """The commit's transaction: add ``new``, merge every ``next`` bitmap into it, remove the
+    rest of ``bitmaps`` (the node's godwit bitmaps, name -> persistent)."""
+    nexts = [n for n in bitmaps if _NEXT.match(n)]
+    if not nexts:
+        return  # told twice, or the cycle ran without bitmaps: nothing to move
+    actions = []
+    if new not in bitmaps:
+        actions.append(_act("add", node, new, persistent=bitmaps[nexts[0]]))
+    actions += [_merge(node, new, n) for n in nexts]
+    actions += [_act("remove", node, n) for n in bitmaps if n != new]
+    q.run("transaction", actions=actions)
 
 
 def _spec(disk: TrackedDisk) -> LiveSpec | None:
