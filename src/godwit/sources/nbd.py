@@ -18,7 +18,7 @@ in libnbd 1.14 is one reference to the buffer object per ``aio_pread`` (measured
 ``sys.getrefcount`` of its bytearray grows by one a request): a buffer made for one request is
 never freed (its whole size lost), and so is a new ``Buffer.from_buffer`` wrapper (a memoryview,
 ~200 bytes) around reused memory. A buffer made once and reused only gains references, no
-memory: 300,000 requests, RSS flat to the 0.1 MB (tests/sources/test_nbd_aio.py checks it). So
+memory: 300,000 requests, RSS flat to the 0.1 MB (tests/integration/test_nbd_aio.py checks it). So
 the few ``AIO_SIZE`` buffers of ``_aio_buffers`` are made once per process, and each read is
 copied from one into the caller's buffer (64 KiB: microseconds). In flight, 327 scattered 64 KiB
 reads on the fleecing export take a fraction of one-by-one ``pread``s inside a cycle, where each
