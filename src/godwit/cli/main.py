@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ import godwit.cli.server_cmd as server_cmd
 from godwit import __version__
 from godwit.cli.common import JsonOpt, ProjectOpt, bounded, err, fail, guarded, out, print_json, project_from, styled
 from godwit.errors import GodwitError, UsageError
+from godwit.stores import throttle
 
 app = typer.Typer(
     name="godwit",
@@ -148,6 +151,13 @@ def demo(
 _optional_subapps()
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C: Python's KeyboardInterrupt, and every upload the throttle holds ends with it (else
+    the process waits for those bytes at the cap before it exits)."""
+    throttle.interrupt()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """The entry point. Click's own usage errors get godwit's one-line form, its exit code 2, and
     the JSON error document under --json, like every other error."""
@@ -155,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     json_ = "--json" in args
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         code = app(args=args, prog_name="godwit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

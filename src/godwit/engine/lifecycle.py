@@ -21,6 +21,7 @@ from godwit.project.project import Project
 from godwit.sources.live import SpaceLowError
 from godwit.state.network import NetworkRecords
 from godwit.state.views import CycleStatus, DiskStatus, ServerStatus
+from godwit.stores import throttle
 
 log = logging.getLogger("godwit.engine.lifecycle")
 
@@ -151,6 +152,7 @@ def run_loop(project: Project, *, interval: float | None = None, once: bool = Fa
             # The first Ctrl-C or SIGTERM lets the running cycles finish; a second one stops them now
             # (safe: an interrupted cycle resumes from its journal next time).
             if stop_event.is_set():
+                throttle.interrupt()  # uploads held by the cap end now, not when their bytes would
                 raise KeyboardInterrupt
             log.warning("stopping after the running cycles (again to stop now; they will resume)")
             stop_event.set()

@@ -17,6 +17,26 @@ from godwit.stores.base import ObjectStore
 BLACKOUT_POLL = 0.2
 
 
+class Interrupted(KeyboardInterrupt):
+    """A throttled wait ended by :func:`interrupt`: the process is stopping. A KeyboardInterrupt,
+    so that no retry or error handler takes it for a failure of the store."""
+
+
+_stopping = threading.Event()
+
+
+def interrupt() -> None:
+    """End every throttled wait of this process within one slice, and refuse new ones: on Ctrl-C
+    a put held by the cap (a 32 MiB pack at 8 Mbps is half a minute) must not keep the process
+    alive; the interrupted cycle resumes from its journal."""
+    _stopping.set()
+
+
+def _check() -> None:
+    if _stopping.is_set():
+        raise Interrupted("throttled upload interrupted: the process is stopping")
+
+
 
 #: A piece of a put's bytes and the span of the bucket's clock it went out in.
 Piece = tuple[float, float, int]
@@ -57,6 +77,7 @@ class TokenBucket:
         with self._lock:
             left = float(nbytes)
             while left >= 1:  # fractions of a byte are float dust
+                _check()
                 bps = self._rate()
                 now = self._clock()
                 if bps is None:  # the cap ended while this waited
@@ -116,6 +137,7 @@ class TokenBucket:
         returns the seconds waited."""
         t0 = self._clock()
         while True:
+            _check()
             bps = self._rate()
             if bps is None:
                 break
