@@ -4,24 +4,45 @@ Against a real `godwit serve`, the appliance driven round by round in this proce
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.appliance.site import API, appliance, appliance_project, cycles, queue, registration_key
 from tests.helpers import scribble
 from tests.service.harness import create_token, finish, make_project, running
 
 
-def test_the_final_cycle_runs_on_the_appliance(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _replicated(tmp_path: Path) -> Iterator[tuple[Any, Any, str, Path]]:
+    """A service and appliance ``site-a`` replicating ``web`` (tmp_path/web.raw), its first cycle
+    reported: (service, appliance, operator token, source disk)."""
     svc_project = make_project(tmp_path, None, servers=("web",))
     key = registration_key(svc_project)
     operator = create_token(svc_project, "op", "operator")
-    source = tmp_path / "web.raw"
     site = appliance_project(tmp_path, svc_project, "site-a")
     with running(svc_project, "--mover-interval", "0") as svc, appliance(site, svc, key, ("web",)) as a:
         queue(svc, operator, "site-a", "web")
         assert a.round().reported == [("web", 1)]
+        yield svc, a, operator, tmp_path / "web.raw"
 
+
+def _follow(c: Any, r: Any, a: Any) -> list[tuple[str, int]]:
+    """Drive the appliance round by round until the operation ``r`` ends; the cycles it ran."""
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 60
+    ran: list[tuple[str, int]] = []
+    while c.get(r.headers["location"]).json()["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the planned migration did not end"
+        ran += a.round().cycles
+        time.sleep(0.1)
+    return ran
+
+
+def test_the_final_cycle_runs_on_the_appliance(tmp_path: Path) -> None:
+    with _replicated(tmp_path) as (svc, a, operator, source):
         # Given up in time: the operation fails, the command is withdrawn, replication goes on.
         with svc.client(operator) as c:
             r = c.post(f"{API}/migrations/web/planned", json={"final_cycle_timeout": 0.5})
@@ -38,13 +59,7 @@ def test_the_final_cycle_runs_on_the_appliance(tmp_path: Path) -> None:
             s = c.put(f"{API}/appliances/site-a/settings", json={"interval_seconds": 0.01})
             assert s.status_code == 200, s.text
             r = c.post(f"{API}/migrations/web/planned", json={"format": "raw", "folder": "cutover"})
-            assert r.status_code == 202, r.text
-            deadline = time.monotonic() + 60
-            ran: list[tuple[str, int]] = []
-            while c.get(r.headers["location"]).json()["state"] in ("queued", "running"):
-                assert time.monotonic() < deadline, "the planned migration did not finish"
-                ran += a.round().cycles
-                time.sleep(0.1)
+            ran = _follow(c, r, a)
             op = finish(c, r)
             assert op["state"] == "succeeded", op
         assert ran == [("web", 2)], ran  # the final cycle, and no scheduled one beside it
@@ -64,23 +79,11 @@ def test_the_final_cycle_runs_on_the_appliance(tmp_path: Path) -> None:
 
 
 def test_a_final_cycle_that_fails_on_the_appliance_fails_the_migration(tmp_path: Path) -> None:
-    svc_project = make_project(tmp_path, None, servers=("web",))
-    key = registration_key(svc_project)
-    operator = create_token(svc_project, "op", "operator")
-    source = tmp_path / "web.raw"
-    site = appliance_project(tmp_path, svc_project, "site-a")
-    with running(svc_project, "--mover-interval", "0") as svc, appliance(site, svc, key, ("web",)) as a:
-        queue(svc, operator, "site-a", "web")
-        assert a.round().reported == [("web", 1)]
+    with _replicated(tmp_path) as (svc, a, operator, source):
         source.rename(tmp_path / "web.raw.away")  # the appliance cannot read the disk any more
         with svc.client(operator) as c:
             r = c.post(f"{API}/migrations/web/planned", json={"final_cycle_timeout": 60})
-            assert r.status_code == 202, r.text
-            deadline = time.monotonic() + 60
-            while c.get(r.headers["location"]).json()["state"] in ("queued", "running"):
-                assert time.monotonic() < deadline, "the planned migration did not end"
-                a.round()
-                time.sleep(0.1)
+            _follow(c, r, a)
             op = finish(c, r)
             assert op["state"] == "failed" and "did not run the final cycle" in str(op["error"]), op
             assert c.get(f"{API}/servers/web").json()["state"] == "replicating"  # replication goes on

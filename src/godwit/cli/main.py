@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     json_ = "--json" in args
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _interrupted)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _interrupted) if main_thread else None
     try:
         code = app(args=args, prog_name="godwit", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -183,4 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("godwit: interrupted")
         code = 130
+    finally:
+        if main_thread and previous is not None:  # in-process callers (tests) keep their handler
+            signal.signal(signal.SIGINT, previous)
     sys.exit(code if isinstance(code, int) else 0)

@@ -41,7 +41,6 @@ class Write:
 
 PACKS_AHEAD = 4  # packs fetched or being verified beyond the one being written (memory bound)
 VERIFY_WORKERS = 2  # threads that fetch a pack and verify it (two reads in flight)
-FETCH_THREADS = 2  # kept for callers: the floor of that pool
 BUFFER_MAX = 256 << 20  # packs larger than this (no godwit writes them) are read the ordinary way
 
 
@@ -172,7 +171,7 @@ def iter_packs(store: ObjectStore, m: mf.Manifest, *, ahead: int = PACKS_AHEAD,
             out.append(Write(disk, e.offset, raw, e.length))
         return out
 
-    pool = ThreadPoolExecutor(max(1, workers, FETCH_THREADS), thread_name_prefix="godwit-fetch")
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="godwit-fetch")
     inflight: deque[Future[tuple[list[Write], mmap.mmap | None]]] = deque()
     try:
         nxt = 0

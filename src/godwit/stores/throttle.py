@@ -37,7 +37,6 @@ def _check() -> None:
         raise Interrupted("throttled upload interrupted: the process is stopping")
 
 
-
 #: A piece of a put's bytes and the span of the bucket's clock it went out in.
 Piece = tuple[float, float, int]
 

@@ -11,6 +11,7 @@ from godwit.engine.cycle.work import DIGEST
 #: (first block, digests) of journaled blocks inside one task.
 Journaled = list[tuple[int, bytes]]
 
+
 def journaled(pieces: list[tuple[int, bytes]], at: int, first: int, end: int) -> tuple[Journaled, int]:
     """The journaled digests inside blocks [first, end), from the sorted, disjoint ``pieces``
     starting at index ``at`` (tasks come in disk order); returns them and the next ``at``."""
